@@ -1,0 +1,109 @@
+//! Builds a run's networks from a resolved config through the registry.
+
+use std::path::Path;
+
+use tch::Device;
+
+use crate::config::{Component, Config};
+use crate::device::{Stream, parse_device, reseed};
+use crate::error::{Error, Result, TorchContext};
+use crate::registry::{BuildContext, Registry};
+use crate::trainer::{Networks, Trainer};
+use crate::traits::{Divergence, Generator, ScoreModel};
+
+/// Networks as trait objects, as configs build them.
+pub type DynNetworks = Networks<Box<dyn Generator>, Box<dyn ScoreModel>, Box<dyn ScoreModel>, Box<dyn Divergence>>;
+
+/// A trainer over trait objects.
+pub type DynTrainer = Trainer<Box<dyn Generator>, Box<dyn ScoreModel>, Box<dyn ScoreModel>, Box<dyn Divergence>>;
+
+/// A registry with the built-in plugins and the runtime libraries that the
+/// config names (resolved against its directory).
+pub fn registry_for(config: &Config) -> Result<Registry> {
+    let mut registry = Registry::with_builtins()?;
+    for path in &config.plugins {
+        registry.load_library(&config.path(path))?;
+    }
+    Ok(registry)
+}
+
+fn plugin_name<'a>(component: &'a Component, role: &str) -> Result<&'a str> {
+    component.plugin.as_deref().ok_or_else(|| Error::config(role, "missing `plugin`"))
+}
+
+/// Builds the teacher (frozen, in eval mode).
+pub fn build_teacher(config: &Config, registry: &Registry, device: Device) -> Result<Box<dyn ScoreModel>> {
+    reseed(config.seed, Stream::Init, 0);
+    let ctx = BuildContext { device, teacher: None, base_dir: config.base_dir() };
+    let name = plugin_name(&config.teacher, "teacher")?;
+    let mut teacher =
+        registry.build_score_model(name, &config.teacher.params, &ctx).map_err(|e| e.under("teacher.params"))?;
+    if let Some(vs) = teacher.var_store_mut() {
+        vs.freeze();
+    }
+    teacher.set_train(false);
+    Ok(teacher)
+}
+
+/// Builds the generator, with the teacher as context.
+pub fn build_generator(
+    config: &Config,
+    registry: &Registry,
+    device: Device,
+    teacher: &dyn ScoreModel,
+) -> Result<Box<dyn Generator>> {
+    reseed(config.seed, Stream::Init, 1);
+    let ctx = BuildContext { device, teacher: Some(teacher), base_dir: config.base_dir() };
+    let name = plugin_name(&config.generator, "generator")?;
+    registry.build_generator(name, &config.generator.params, &ctx).map_err(|e| e.under("generator.params"))
+}
+
+fn build_fake_score(
+    config: &Config,
+    registry: &Registry,
+    device: Device,
+    teacher: &dyn ScoreModel,
+) -> Result<Box<dyn ScoreModel>> {
+    reseed(config.seed, Stream::Init, 2);
+    let base_dir: &Path = config.base_dir();
+    if config.fake_score.init_from.is_some() {
+        let source = teacher.var_store().ok_or_else(|| {
+            Error::config(
+                "fake_score.init_from",
+                "the teacher has no weights to copy (it is analytic); name a fake-score plugin",
+            )
+        })?;
+        let ctx = BuildContext { device, teacher: None, base_dir };
+        let name = plugin_name(&config.teacher, "teacher")?;
+        let mut fake = registry.build_score_model(name, &config.teacher.params, &ctx)?;
+        let vs = fake.var_store_mut().ok_or_else(|| {
+            Error::config("fake_score.init_from", "the teacher's plugin builds networks without weights")
+        })?;
+        vs.copy(source).ctx("copy the teacher into the fake score")?;
+        vs.unfreeze();
+        return Ok(fake);
+    }
+    let ctx = BuildContext { device, teacher: Some(teacher), base_dir };
+    let name = plugin_name(&config.fake_score, "fake_score")?;
+    registry.build_score_model(name, &config.fake_score.params, &ctx).map_err(|e| e.under("fake_score.params"))
+}
+
+/// Builds every network of a run on `device`.
+pub fn build_networks(config: &Config, registry: &Registry, device: Device) -> Result<DynNetworks> {
+    let teacher = build_teacher(config, registry, device)?;
+    let generator = build_generator(config, registry, device, teacher.as_ref())?;
+    let generator_ema = build_generator(config, registry, device, teacher.as_ref())?;
+    let fake_score = build_fake_score(config, registry, device, teacher.as_ref())?;
+    let ctx = BuildContext { device, teacher: Some(teacher.as_ref()), base_dir: config.base_dir() };
+    let name = plugin_name(&config.divergence, "divergence")?;
+    let divergence =
+        registry.build_divergence(name, &config.divergence.params, &ctx).map_err(|e| e.under("divergence.params"))?;
+    Ok(Networks { teacher, generator, generator_ema, fake_score, divergence })
+}
+
+/// A trainer for a resolved config.
+pub fn build_trainer(config: &Config, registry: &Registry) -> Result<DynTrainer> {
+    let device = parse_device(&config.device)?;
+    let networks = build_networks(config, registry, device)?;
+    Trainer::new(networks, config.clone(), device)
+}

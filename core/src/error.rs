@@ -1,0 +1,101 @@
+//! The one error type of difi-core. Variants carry the names a user needs to
+//! find the problem: the config key, the file, the plugin, the tensor.
+
+use std::path::PathBuf;
+
+use crate::registry::Kind;
+
+/// Errors of difi-core and of the plugins built on it.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A libtorch call failed; `context` says which step.
+    #[error("{context}: {source}")]
+    Torch {
+        context: String,
+        #[source]
+        source: tch::TchError,
+    },
+    /// Reading or writing a file failed.
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A config value is missing, malformed or out of range. `key` is the
+    /// dotted path in the config (`teacher.params.stds`).
+    #[error("config `{key}`: {message}")]
+    Config { key: String, message: String },
+    /// No plugin of this kind has this name.
+    #[error("unknown {kind} plugin `{name}` (registered: {available})")]
+    UnknownPlugin { kind: Kind, name: String, available: String },
+    /// Two plugins claim the same name.
+    #[error("{kind} plugin `{name}` is registered twice: by {first} and by {second}")]
+    DuplicatePlugin { kind: Kind, name: String, first: String, second: String },
+    /// A runtime plugin library was refused or failed.
+    #[error("plugin library {}: {message}", path.display())]
+    PluginLibrary { path: PathBuf, message: String },
+    /// A checkpoint or snapshot is missing, incomplete or does not match the network.
+    #[error("checkpoint {}: {message}", path.display())]
+    Checkpoint { path: PathBuf, message: String },
+    /// A tensor has the wrong shape.
+    #[error("{what}: expected shape {expected:?}, got {actual:?}")]
+    Shape { what: String, expected: Vec<i64>, actual: Vec<i64> },
+    /// Training produced NaN or infinity and could not recover.
+    #[error("{what} is not finite at iteration {iteration} ({detail})")]
+    NonFinite { what: String, iteration: u64, detail: String },
+    /// A plugin reported a failure in its own words.
+    #[error("{plugin}: {message}")]
+    Plugin { plugin: String, message: String },
+    /// The run was stopped by the user (Ctrl-C) after writing a snapshot.
+    #[error("interrupted; resume with `difi distill --resume {}`", run_dir.display())]
+    Interrupted { run_dir: PathBuf },
+}
+
+/// Result with [`Error`] as the default error.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// A config error at `key`.
+    pub fn config(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::Config { key: key.into(), message: message.into() }
+    }
+
+    /// An I/O error on `path`.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io { path: path.into(), source }
+    }
+
+    /// Places a config error's key under `prefix`, so an error a plugin
+    /// reports for `stds` reads `teacher.params.stds`.
+    pub fn under(self, prefix: &str) -> Self {
+        match self {
+            Error::Config { key, message } => Error::Config {
+                key: match (prefix.is_empty(), key.is_empty()) {
+                    (true, _) => key,
+                    (false, true) => prefix.to_string(),
+                    (false, false) => format!("{prefix}.{key}"),
+                },
+                message,
+            },
+            other => other,
+        }
+    }
+
+    /// A checkpoint error on `path`.
+    pub fn checkpoint(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
+        Error::Checkpoint { path: path.into(), message: message.into() }
+    }
+}
+
+/// Adds the step that failed to a libtorch error.
+pub trait TorchContext<T> {
+    /// Wraps a `TchError` into [`Error::Torch`] with `context`.
+    fn ctx(self, context: &str) -> Result<T>;
+}
+
+impl<T> TorchContext<T> for std::result::Result<T, tch::TchError> {
+    fn ctx(self, context: &str) -> Result<T> {
+        self.map_err(|source| Error::Torch { context: context.to_string(), source })
+    }
+}

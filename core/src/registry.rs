@@ -1,0 +1,300 @@
+//! Named factories for every pluggable role.
+//!
+//! Crates linked into the binary register with [`register_plugin!`] (through
+//! `inventory`); runtime plugins add theirs with
+//! [`Registry::load_library`](crate::plugin_host). Each factory decodes its own
+//! typed parameters: a config names a plugin, then its params are decoded by
+//! that plugin's type, with defaults, and unknown fields are errors.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tch::Device;
+
+use crate::error::{Error, Result};
+use crate::traits::{Dataset, Divergence, Generator, ScoreModel};
+
+/// Untyped plugin parameters as read from a config (a JSON-like tree).
+pub type Params = serde_json::Value;
+
+/// The role a plugin fills.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Kind {
+    ScoreModel,
+    Generator,
+    Divergence,
+    Dataset,
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Kind::ScoreModel => "score-model",
+            Kind::Generator => "generator",
+            Kind::Divergence => "divergence",
+            Kind::Dataset => "dataset",
+        })
+    }
+}
+
+/// What a factory may use while building: the device, the teacher (for shapes,
+/// labels and σ_data) and where relative paths start.
+pub struct BuildContext<'a> {
+    /// Where the component's tensors live.
+    pub device: Device,
+    /// The teacher, once built (absent while building the teacher itself).
+    pub teacher: Option<&'a dyn ScoreModel>,
+    /// Directory that relative paths in params are relative to.
+    pub base_dir: &'a Path,
+}
+
+impl<'a> BuildContext<'a> {
+    /// The teacher, or an error saying that this plugin needs one.
+    pub fn teacher(&self, plugin: &str) -> Result<&'a dyn ScoreModel> {
+        self.teacher.ok_or_else(|| Error::Plugin {
+            plugin: plugin.to_string(),
+            message: "needs a teacher to take its shapes from, but none was built yet".into(),
+        })
+    }
+}
+
+type BuildFn<T> = fn(&Params, &BuildContext<'_>) -> Result<Box<T>>;
+
+/// The typed builder of a statically registered plugin.
+pub enum StaticBuild {
+    ScoreModel(BuildFn<dyn ScoreModel>),
+    Generator(BuildFn<dyn Generator>),
+    Divergence(BuildFn<dyn Divergence>),
+    Dataset(BuildFn<dyn Dataset>),
+}
+
+/// One plugin compiled into the binary; submitted with [`register_plugin!`].
+pub struct Registration {
+    /// Name used in configs (`plugin: "gmm"`).
+    pub name: &'static str,
+    /// The crate that registered it.
+    pub origin: &'static str,
+    /// Decodes params with defaults and re-encodes them (the resolved form).
+    pub resolve: fn(&Params) -> Result<Params>,
+    /// Builds the component.
+    pub build: StaticBuild,
+}
+
+inventory::collect!(Registration);
+
+type DynBuild<T> = Box<dyn Fn(&Params, &BuildContext<'_>) -> Result<Box<T>>>;
+
+/// Decodes params with defaults filled in and encodes them again.
+pub type ResolveFn = Box<dyn Fn(&Params) -> Result<Params>>;
+
+/// How an entry builds its component.
+pub enum Builder {
+    ScoreModel(DynBuild<dyn ScoreModel>),
+    Generator(DynBuild<dyn Generator>),
+    Divergence(DynBuild<dyn Divergence>),
+    Dataset(DynBuild<dyn Dataset>),
+}
+
+impl Builder {
+    fn kind(&self) -> Kind {
+        match self {
+            Builder::ScoreModel(_) => Kind::ScoreModel,
+            Builder::Generator(_) => Kind::Generator,
+            Builder::Divergence(_) => Kind::Divergence,
+            Builder::Dataset(_) => Kind::Dataset,
+        }
+    }
+}
+
+/// A registered plugin.
+pub struct Entry {
+    /// Name used in configs.
+    pub name: String,
+    /// Where it came from: a crate name, or the path of a runtime library.
+    pub origin: String,
+    /// Decodes and re-encodes params with defaults filled in.
+    pub resolve: ResolveFn,
+    /// Builds the component.
+    pub builder: Builder,
+}
+
+impl Entry {
+    /// The role this plugin fills.
+    pub fn kind(&self) -> Kind {
+        self.builder.kind()
+    }
+}
+
+/// Every plugin known to this process, by kind and name.
+#[derive(Default)]
+pub struct Registry {
+    entries: BTreeMap<(Kind, String), Entry>,
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn empty() -> Self {
+        Self::default()
+    }
+
+    /// A registry holding every plugin compiled into the binary.
+    pub fn with_builtins() -> Result<Self> {
+        let mut registry = Self::empty();
+        for registration in inventory::iter::<Registration> {
+            registry.insert(Entry::from_static(registration))?;
+        }
+        Ok(registry)
+    }
+
+    /// Adds a plugin; a name already taken for that kind is an error.
+    pub fn insert(&mut self, entry: Entry) -> Result<()> {
+        let key = (entry.kind(), entry.name.clone());
+        if let Some(existing) = self.entries.get(&key) {
+            return Err(Error::DuplicatePlugin {
+                kind: key.0,
+                name: key.1,
+                first: existing.origin.clone(),
+                second: entry.origin,
+            });
+        }
+        self.entries.insert(key, entry);
+        Ok(())
+    }
+
+    /// All plugins, ordered by kind and name.
+    pub fn entries(&self) -> impl Iterator<Item = &Entry> {
+        self.entries.values()
+    }
+
+    /// The plugin `name` of `kind`, or an error listing those that exist.
+    pub fn get(&self, kind: Kind, name: &str) -> Result<&Entry> {
+        self.entries.get(&(kind, name.to_string())).ok_or_else(|| Error::UnknownPlugin {
+            kind,
+            name: name.to_string(),
+            available: self.names(kind).join(", "),
+        })
+    }
+
+    /// Names registered for `kind`.
+    pub fn names(&self, kind: Kind) -> Vec<String> {
+        self.entries.keys().filter(|(k, _)| *k == kind).map(|(_, name)| name.clone()).collect()
+    }
+
+    /// Decodes `params` for plugin `name` and returns them with defaults filled in.
+    pub fn resolve(&self, kind: Kind, name: &str, params: &Params) -> Result<Params> {
+        (self.get(kind, name)?.resolve)(params)
+    }
+
+    /// Builds score model `name`.
+    pub fn build_score_model(
+        &self,
+        name: &str,
+        params: &Params,
+        ctx: &BuildContext<'_>,
+    ) -> Result<Box<dyn ScoreModel>> {
+        match &self.get(Kind::ScoreModel, name)?.builder {
+            Builder::ScoreModel(build) => build(params, ctx),
+            _ => unreachable!("entries are keyed by their kind"),
+        }
+    }
+
+    /// Builds generator `name`.
+    pub fn build_generator(&self, name: &str, params: &Params, ctx: &BuildContext<'_>) -> Result<Box<dyn Generator>> {
+        match &self.get(Kind::Generator, name)?.builder {
+            Builder::Generator(build) => build(params, ctx),
+            _ => unreachable!("entries are keyed by their kind"),
+        }
+    }
+
+    /// Builds divergence `name`.
+    pub fn build_divergence(&self, name: &str, params: &Params, ctx: &BuildContext<'_>) -> Result<Box<dyn Divergence>> {
+        match &self.get(Kind::Divergence, name)?.builder {
+            Builder::Divergence(build) => build(params, ctx),
+            _ => unreachable!("entries are keyed by their kind"),
+        }
+    }
+
+    /// Builds dataset `name`.
+    pub fn build_dataset(&self, name: &str, params: &Params, ctx: &BuildContext<'_>) -> Result<Box<dyn Dataset>> {
+        match &self.get(Kind::Dataset, name)?.builder {
+            Builder::Dataset(build) => build(params, ctx),
+            _ => unreachable!("entries are keyed by their kind"),
+        }
+    }
+}
+
+impl Entry {
+    fn from_static(registration: &'static Registration) -> Self {
+        let builder = match registration.build {
+            StaticBuild::ScoreModel(f) => Builder::ScoreModel(Box::new(f)),
+            StaticBuild::Generator(f) => Builder::Generator(Box::new(f)),
+            StaticBuild::Divergence(f) => Builder::Divergence(Box::new(f)),
+            StaticBuild::Dataset(f) => Builder::Dataset(Box::new(f)),
+        };
+        Entry {
+            name: registration.name.to_string(),
+            origin: registration.origin.to_string(),
+            resolve: Box::new(registration.resolve),
+            builder,
+        }
+    }
+}
+
+/// Decodes typed params; absent params (`null`) decode as `{}` so every field
+/// takes its default. Errors name the offending key relative to `params`.
+pub fn decode_params<P: DeserializeOwned>(params: &Params) -> Result<P> {
+    let empty = Params::Object(Default::default());
+    let params = if params.is_null() { &empty } else { params };
+    serde_path_to_error::deserialize(params).map_err(|err| {
+        let key = err.path().to_string();
+        let key = if key == "." { String::new() } else { key };
+        Error::config(key, err.into_inner().to_string())
+    })
+}
+
+/// Decodes params as `P` (defaults filled in) and encodes them again.
+pub fn resolve_params<P: DeserializeOwned + Serialize>(params: &Params) -> Result<Params> {
+    let typed: P = decode_params(params)?;
+    serde_json::to_value(&typed).map_err(|err| Error::config("", err.to_string()))
+}
+
+/// Registers a plugin compiled into the binary:
+///
+/// ```text
+/// difi_core::register_plugin!(ScoreModel, "gmm", GmmParams, |params, ctx| {
+///     Ok(Box::new(Gmm::new(params, ctx.device)?))
+/// });
+/// ```
+///
+/// The first argument is the trait (`ScoreModel`, `Generator`, `Divergence`,
+/// `Dataset`), then the name, the params type (`Deserialize + Serialize`,
+/// with defaults) and a non-capturing builder.
+#[macro_export]
+macro_rules! register_plugin {
+    ($role:ident, $name:literal, $params:ty, $build:expr) => {
+        const _: () = {
+            fn build(
+                params: &$crate::registry::Params,
+                ctx: &$crate::registry::BuildContext<'_>,
+            ) -> $crate::Result<::std::boxed::Box<dyn $crate::traits::$role>> {
+                let params: $params = $crate::registry::decode_params(params)?;
+                let build: fn(
+                    $params,
+                    &$crate::registry::BuildContext<'_>,
+                ) -> $crate::Result<::std::boxed::Box<dyn $crate::traits::$role>> = $build;
+                build(params, ctx)
+            }
+            $crate::inventory::submit! {
+                $crate::registry::Registration {
+                    name: $name,
+                    origin: env!("CARGO_PKG_NAME"),
+                    resolve: $crate::registry::resolve_params::<$params>,
+                    build: $crate::registry::StaticBuild::$role(build),
+                }
+            }
+        };
+    };
+}

@@ -1,0 +1,214 @@
+//! The four roles of a Diff-Instruct run. The trainer is generic over them;
+//! `Box<dyn …>` implements each so configs can build them at run time.
+//!
+//! Shapes: a batch of N samples is `[N, *sample_shape]` (`[N, D]` for vectors,
+//! `[N, C, H, W]` for images); noise levels σ are `[N]`; class labels are
+//! one-hot `[N, label_dim]` or absent.
+
+use tch::nn::VarStore;
+use tch::{Device, Kind, Tensor};
+
+use crate::error::{Result, TorchContext};
+
+/// A denoiser `D(x; σ) ≈ E[x₀ | x₀ + σε = x]` (EDM convention). Its score is
+/// `(D(x; σ) − x) / σ²`.
+pub trait ScoreModel {
+    /// Denoises `x` `[N, *sample_shape]` at noise levels `sigma` `[N]`, with
+    /// one-hot `labels` `[N, label_dim]` when the model is conditional.
+    /// Returns `[N, *sample_shape]` in the dtype of `x`.
+    fn denoise(&self, x: &Tensor, sigma: &Tensor, labels: Option<&Tensor>) -> Result<Tensor>;
+
+    /// The data standard deviation σ_data the model is preconditioned for.
+    fn sigma_data(&self) -> f64;
+
+    /// The noise levels the model supports, `(σ_min, σ_max)`.
+    fn sigma_range(&self) -> (f64, f64) {
+        (0.0, f64::INFINITY)
+    }
+
+    /// Shape of one sample: `[D]` or `[C, H, W]`.
+    fn sample_shape(&self) -> Vec<i64>;
+
+    /// Number of classes (0 when unconditional).
+    fn label_dim(&self) -> i64 {
+        0
+    }
+
+    /// Switches dropout and similar train-only behaviour on or off.
+    fn set_train(&mut self, _train: bool) {}
+
+    /// The model's variables, `None` for analytic models without any.
+    fn var_store(&self) -> Option<&VarStore>;
+
+    /// Mutable access to the model's variables.
+    fn var_store_mut(&mut self) -> Option<&mut VarStore>;
+
+    /// The score `∇ₓ log p_σ(x) = (D(x; σ) − x) / σ²`, shape of `x`.
+    fn score(&self, x: &Tensor, sigma: &Tensor, labels: Option<&Tensor>) -> Result<Tensor> {
+        let denoised = self.denoise(x, sigma, labels)?;
+        let sigma = broadcast_per_sample(sigma, x.dim())?;
+        (denoised - x).f_div(&sigma.f_square().ctx("score")?).ctx("score")
+    }
+}
+
+/// A one-step generator `x = G_θ(z, labels)`.
+pub trait Generator {
+    /// Shape of one latent.
+    fn latent_shape(&self) -> Vec<i64>;
+
+    /// Shape of one sample: `[D]` or `[C, H, W]`.
+    fn sample_shape(&self) -> Vec<i64>;
+
+    /// Number of classes (0 when unconditional).
+    fn label_dim(&self) -> i64 {
+        0
+    }
+
+    /// Draws `n` latents `[n, *latent_shape]` from libtorch's global generator.
+    fn sample_latents(&self, n: i64, device: Device) -> Result<Tensor> {
+        let mut shape = vec![n];
+        shape.extend(self.latent_shape());
+        Tensor::f_randn(&shape, (Kind::Float, device)).ctx("sample latents")
+    }
+
+    /// Maps latents `[N, *latent_shape]` (and labels `[N, label_dim]`) to
+    /// samples `[N, *sample_shape]`.
+    fn generate(&self, z: &Tensor, labels: Option<&Tensor>) -> Result<Tensor>;
+
+    /// The generator's variables.
+    fn var_store(&self) -> &VarStore;
+
+    /// Mutable access to the generator's variables.
+    fn var_store_mut(&mut self) -> &mut VarStore;
+
+    /// Switches dropout and similar train-only behaviour on or off.
+    fn set_train(&mut self, _train: bool) {}
+}
+
+/// A divergence between the generator's and the teacher's distributions,
+/// expressed through the generator loss whose gradient is its gradient.
+/// The divergence owns its noise-level sampling and weighting.
+pub trait Divergence {
+    /// The generator loss (a scalar) for samples `x_g` `[N, *sample_shape]`
+    /// that carry the generator's graph. `teacher` is frozen; `fake` tracks
+    /// the generator's distribution and is frozen during this call.
+    fn generator_loss(
+        &self,
+        x_g: &Tensor,
+        labels: Option<&Tensor>,
+        teacher: &dyn ScoreModel,
+        fake: &dyn ScoreModel,
+    ) -> Result<Tensor>;
+}
+
+/// A set of images with optional class labels.
+pub trait Dataset {
+    /// Number of images.
+    fn len(&self) -> usize;
+
+    /// Whether there are no images.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Shape of one image `[C, H, W]`.
+    fn image_shape(&self) -> [i64; 3];
+
+    /// Number of classes (0 when unlabelled).
+    fn label_dim(&self) -> i64;
+
+    /// Image `index` as uint8 `[C, H, W]` and its class index, if labelled.
+    fn get(&self, index: usize) -> Result<(Tensor, Option<i64>)>;
+}
+
+/// Reshapes per-sample values `[N]` to `[N, 1, …, 1]` with `dims` dimensions
+/// in all, so they broadcast against a batch.
+pub fn broadcast_per_sample(values: &Tensor, dims: usize) -> Result<Tensor> {
+    let mut shape = vec![-1i64];
+    shape.resize(dims.max(1), 1);
+    values.f_reshape(&shape).ctx("broadcast per-sample values")
+}
+
+impl<T: ScoreModel + ?Sized> ScoreModel for Box<T> {
+    fn denoise(&self, x: &Tensor, sigma: &Tensor, labels: Option<&Tensor>) -> Result<Tensor> {
+        (**self).denoise(x, sigma, labels)
+    }
+    fn sigma_data(&self) -> f64 {
+        (**self).sigma_data()
+    }
+    fn sigma_range(&self) -> (f64, f64) {
+        (**self).sigma_range()
+    }
+    fn sample_shape(&self) -> Vec<i64> {
+        (**self).sample_shape()
+    }
+    fn label_dim(&self) -> i64 {
+        (**self).label_dim()
+    }
+    fn set_train(&mut self, train: bool) {
+        (**self).set_train(train)
+    }
+    fn var_store(&self) -> Option<&VarStore> {
+        (**self).var_store()
+    }
+    fn var_store_mut(&mut self) -> Option<&mut VarStore> {
+        (**self).var_store_mut()
+    }
+    fn score(&self, x: &Tensor, sigma: &Tensor, labels: Option<&Tensor>) -> Result<Tensor> {
+        (**self).score(x, sigma, labels)
+    }
+}
+
+impl<T: Generator + ?Sized> Generator for Box<T> {
+    fn latent_shape(&self) -> Vec<i64> {
+        (**self).latent_shape()
+    }
+    fn sample_shape(&self) -> Vec<i64> {
+        (**self).sample_shape()
+    }
+    fn label_dim(&self) -> i64 {
+        (**self).label_dim()
+    }
+    fn sample_latents(&self, n: i64, device: Device) -> Result<Tensor> {
+        (**self).sample_latents(n, device)
+    }
+    fn generate(&self, z: &Tensor, labels: Option<&Tensor>) -> Result<Tensor> {
+        (**self).generate(z, labels)
+    }
+    fn var_store(&self) -> &VarStore {
+        (**self).var_store()
+    }
+    fn var_store_mut(&mut self) -> &mut VarStore {
+        (**self).var_store_mut()
+    }
+    fn set_train(&mut self, train: bool) {
+        (**self).set_train(train)
+    }
+}
+
+impl<T: Divergence + ?Sized> Divergence for Box<T> {
+    fn generator_loss(
+        &self,
+        x_g: &Tensor,
+        labels: Option<&Tensor>,
+        teacher: &dyn ScoreModel,
+        fake: &dyn ScoreModel,
+    ) -> Result<Tensor> {
+        (**self).generator_loss(x_g, labels, teacher, fake)
+    }
+}
+
+impl<T: Dataset + ?Sized> Dataset for Box<T> {
+    fn len(&self) -> usize {
+        (**self).len()
+    }
+    fn image_shape(&self) -> [i64; 3] {
+        (**self).image_shape()
+    }
+    fn label_dim(&self) -> i64 {
+        (**self).label_dim()
+    }
+    fn get(&self, index: usize) -> Result<(Tensor, Option<i64>)> {
+        (**self).get(index)
+    }
+}

@@ -1,0 +1,68 @@
+//! `difi`: distill diffusion models into one-step generators without data.
+
+mod commands;
+mod logging;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "difi",
+    version,
+    about = "Data-free distillation of diffusion models into one-step generators (Diff-Instruct)"
+)]
+struct Cli {
+    /// Log level: error, warn, info, debug or trace (or a RUST_LOG filter).
+    #[arg(long, global = true, default_value = "info")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Options shared by every command that reads a config.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct ConfigArgs {
+    /// Replace a config value: PATH=RON_VALUE (e.g. teacher.params.weights=[0.5,0.5]); repeatable.
+    #[arg(long = "set", value_name = "PATH=VALUE")]
+    pub overrides: Vec<String>,
+    /// Load a runtime plugin library (.so) before reading the config; repeatable.
+    #[arg(long = "plugin", value_name = "PATH")]
+    pub plugins: Vec<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train a one-step generator from a teacher (or resume a run).
+    Distill(commands::distill::Args),
+    /// Validate a config, build its networks, and print it fully resolved.
+    Check(commands::check::Args),
+    /// Draw samples from a trained generator into a .npy file.
+    Sample(commands::sample::Args),
+    /// List every registered plugin with its kind and origin.
+    Plugins(commands::plugins::Args),
+    /// Print versions, devices and whether CUDA support is linked.
+    Info(commands::info::Args),
+}
+
+fn main() -> ExitCode {
+    difi_zoo::link();
+    let cli = Cli::parse();
+    logging::init(&cli.log);
+    let result = match cli.command {
+        Command::Distill(args) => commands::distill::run(args),
+        Command::Check(args) => commands::check::run(args),
+        Command::Sample(args) => commands::sample::run(args),
+        Command::Plugins(args) => commands::plugins::run(args),
+        Command::Info(args) => commands::info::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,85 @@
+//! Helpers shared by the end-to-end tests: running the `difi` binary and
+//! making scratch directories.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A fresh, empty scratch directory for one test.
+pub fn scratch(name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("difi-tests").join(name);
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).expect("clean scratch dir");
+    }
+    std::fs::create_dir_all(&dir).expect("make scratch dir");
+    dir
+}
+
+/// `difi ARGS…`, run from the workspace root with warnings-only logs. Tests
+/// run several small trainings at once on few cores, so each gets one
+/// libtorch thread (threads that spin-wait on a shared core slow everything).
+pub fn difi(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_difi"))
+        .current_dir(root())
+        .env("OMP_NUM_THREADS", "1")
+        .args(["--log", "warn"])
+        .args(args)
+        .output()
+        .expect("run difi")
+}
+
+/// Runs `difi ARGS…` and panics with its output unless it succeeds.
+pub fn difi_ok(args: &[&str]) -> String {
+    let out = difi(args);
+    assert!(
+        out.status.success(),
+        "difi {args:?} failed ({}):\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs `difi ARGS…`, expects failure, and returns stderr.
+pub fn difi_err(args: &[&str]) -> String {
+    let out = difi(args);
+    assert!(!out.status.success(), "difi {args:?} should have failed:\n{}", String::from_utf8_lossy(&out.stdout));
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A path as a `&str` argument.
+pub fn arg(path: &Path) -> &str {
+    path.to_str().expect("utf-8 path")
+}
+
+/// The newest snapshot directory of a run.
+pub fn latest_snapshot(run: &Path) -> PathBuf {
+    let mut snapshots: Vec<PathBuf> = std::fs::read_dir(run.join("snapshots"))
+        .expect("snapshots dir")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("snapshot-")))
+        .collect();
+    snapshots.sort();
+    snapshots.pop().expect("a snapshot")
+}
+
+/// Builds the example runtime plugin and returns the path of its library.
+pub fn build_dmd_plugin() -> PathBuf {
+    let status = Command::new(env!("CARGO"))
+        .current_dir(root())
+        .args(["build", "--quiet", "-p", "difi-plugin-dmd"])
+        .status()
+        .expect("run cargo");
+    assert!(status.success(), "building the example plugin failed");
+    let target = std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| root().join("target"));
+    let lib = target.join("debug").join("libdifi_plugin_dmd.so");
+    assert!(lib.is_file(), "{} was not built", lib.display());
+    lib
+}
