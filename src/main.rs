@@ -41,6 +41,8 @@ enum Command {
     Check(commands::check::Args),
     /// Draw samples from a trained generator into a .npy file.
     Sample(commands::sample::Args),
+    /// Measure a run against its exact (`gmm`) teacher: mode shares, spreads, energy distance.
+    Evaluate(commands::evaluate::Args),
     /// List every registered plugin with its kind and origin.
     Plugins(commands::plugins::Args),
     /// Print versions, devices and whether CUDA support is linked.
@@ -55,6 +57,7 @@ fn main() -> ExitCode {
         Command::Distill(args) => commands::distill::run(args),
         Command::Check(args) => commands::check::run(args),
         Command::Sample(args) => commands::sample::run(args),
+        Command::Evaluate(args) => commands::evaluate::run(args),
         Command::Plugins(args) => commands::plugins::run(args),
         Command::Info(args) => commands::info::run(args),
     };

@@ -430,3 +430,13 @@ macro_rules! export_plugin {
             $crate::abi::Declaration::new($name, __DIFI_DIVERGENCES);
     };
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn pinned_tch_version_matches_cargo_lock() {
+        let lock = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.lock")).unwrap();
+        let entry = lock.split("[[package]]").find(|p| p.contains("name = \"tch\"")).expect("tch in Cargo.lock");
+        assert!(entry.contains(&format!("version = \"{}\"", super::TCH_VERSION)), "{entry}");
+    }
+}

@@ -181,12 +181,7 @@ impl Config {
     /// Reads a config file and applies `--set PATH=VALUE` overrides.
     pub fn load(path: &Path, overrides: &[String]) -> Result<Config> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        let mut config = Config::parse(&text, overrides).map_err(|err| match err {
-            Error::Config { key, message } => {
-                Error::Config { key, message: format!("{message} (in {})", path.display()) }
-            }
-            other => other,
-        })?;
+        let mut config = Config::parse(&text, overrides)?;
         if config.base_dir.is_none() {
             let dir = path.parent().unwrap_or(Path::new("."));
             let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };

@@ -24,7 +24,7 @@ pub enum Error {
     },
     /// A config value is missing, malformed or out of range. `key` is the
     /// dotted path in the config (`teacher.params.stds`).
-    #[error("config `{key}`: {message}")]
+    #[error("config{}: {message}", if key.is_empty() { String::new() } else { format!(" `{key}`") })]
     Config { key: String, message: String },
     /// No plugin of this kind has this name.
     #[error("unknown {kind} plugin `{name}` (registered: {available})")]

@@ -288,7 +288,8 @@ impl<G: Generator, T: ScoreModel, F: ScoreModel, D: Divergence> Trainer<G, T, F,
                 self.state.tick += 1;
                 self.state.tick_start_nimg = self.state.nimg;
                 tick = TickAccumulator::new(self.state.nimg);
-                let snapshot_due = schedule.snapshot_ticks > 0 && self.state.tick.is_multiple_of(schedule.snapshot_ticks);
+                let snapshot_due =
+                    schedule.snapshot_ticks > 0 && self.state.tick.is_multiple_of(schedule.snapshot_ticks);
                 if done || snapshot_due {
                     self.snapshot(run)?;
                 }

@@ -2,6 +2,7 @@
 
 pub mod check;
 pub mod distill;
+pub mod evaluate;
 pub mod info;
 pub mod plugins;
 pub mod sample;

@@ -7,6 +7,7 @@
 //! | `mlp-denoiser` | score model | EDM-preconditioned MLP denoiser for vector data |
 
 pub mod gmm;
+pub mod gmm_report;
 pub mod mlp;
 pub mod mlp_denoiser;
 pub mod mlp_generator;

@@ -80,3 +80,77 @@ impl Divergence for Ikl {
 }
 
 crate::register_plugin!(Divergence, "ikl", IklParams, |params, _ctx| Ok(Box::new(Ikl::new(params)?)));
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::{Device, Kind};
+
+    /// The exact denoiser of N(0, s²) data: D(x; σ) = s² x / (s² + σ²).
+    struct Gaussian {
+        variance: f64,
+    }
+
+    impl ScoreModel for Gaussian {
+        fn denoise(&self, x: &Tensor, sigma: &Tensor, _labels: Option<&Tensor>) -> Result<Tensor> {
+            let sigma = broadcast_per_sample(sigma, x.dim())?;
+            Ok(x * self.variance / (sigma.square() + self.variance))
+        }
+        fn sigma_data(&self) -> f64 {
+            self.variance.sqrt()
+        }
+        fn sample_shape(&self) -> Vec<i64> {
+            vec![3]
+        }
+        fn var_store(&self) -> Option<&tch::nn::VarStore> {
+            None
+        }
+        fn var_store_mut(&mut self) -> Option<&mut tch::nn::VarStore> {
+            None
+        }
+    }
+
+    /// libtorch's generator is global and tests run in parallel threads.
+    static RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    fn gradient(weighting: Weighting, teacher: &Gaussian, fake: &Gaussian, seed: i64) -> (Tensor, Tensor) {
+        tch::manual_seed(0);
+        let x_g = Tensor::randn([64, 3], (Kind::Float, Device::Cpu)).set_requires_grad(true);
+        let ikl = Ikl::new(IklParams { weighting, ..Default::default() }).unwrap();
+        tch::manual_seed(seed);
+        let loss = ikl.generator_loss(&x_g, None, teacher, fake).unwrap();
+        loss.backward();
+        (x_g.grad(), x_g.detach())
+    }
+
+    #[test]
+    fn gradient_vanishes_when_the_fake_score_equals_the_teacher() {
+        let _rng = RNG.lock().unwrap();
+        let model = Gaussian { variance: 1.0 };
+        let (grad, _) = gradient(Weighting::Sigma2, &model, &model, 1);
+        assert_eq!(grad.abs().max().double_value(&[]), 0.0);
+    }
+
+    #[test]
+    fn gradient_is_the_weighted_score_difference() {
+        let _rng = RNG.lock().unwrap();
+        let (teacher, fake) = (Gaussian { variance: 1.0 }, Gaussian { variance: 2.0 });
+        for weighting in [Weighting::Sigma2, Weighting::Unit] {
+            let (grad, x_g) = gradient(weighting, &teacher, &fake, 5);
+            // Replay the same draws: σ, then ε.
+            tch::manual_seed(5);
+            let sigma = sample_log_normal_sigma(64, -1.2, 1.2, &x_g).unwrap();
+            let sigma_b = broadcast_per_sample(&sigma, 2).unwrap();
+            let x_t = &x_g + x_g.randn_like() * &sigma_b;
+            let score = |m: &Gaussian| m.score(&x_t, &sigma, None).unwrap();
+            let w = match weighting {
+                Weighting::Sigma2 => sigma_b.square(),
+                Weighting::Unit => sigma_b.ones_like(),
+            };
+            let expected = w * (score(&fake) - score(&teacher)) / 64.0;
+            let error = (grad - &expected).abs().max().double_value(&[]);
+            assert!(error < 1e-6, "{weighting:?}: {error}");
+            assert!(expected.abs().max().double_value(&[]) > 1e-3);
+        }
+    }
+}

@@ -1,0 +1,119 @@
+//! Bad input gets a clear error naming the thing, and leaves existing
+//! outputs intact; `difi check` prints the resolved config.
+
+mod common;
+
+use common::{arg, difi_err, difi_ok, latest_snapshot, scratch};
+
+#[test]
+fn check_prints_the_resolved_config_with_every_default() {
+    let out =
+        difi_ok(&["check", "configs/toy-gmm.ron", "--set", "teacher.params.stds=[0.2,0.2,0.2,0.2,0.2,0.2,0.2,0.2]"]);
+    for expected in
+        ["version: 1", "noise_features: 32", "max_nonfinite_iters: 10", "stds: [0.2, 0.2", "loss_scale: 1.0"]
+    {
+        assert!(out.contains(expected), "`{expected}` missing from:\n{out}");
+    }
+    // The printed config is itself a valid config.
+    let dir = scratch("check-roundtrip");
+    let printed = dir.join("resolved.ron");
+    std::fs::write(&printed, &out).unwrap();
+    assert_eq!(difi_ok(&["check", arg(&printed)]), out);
+}
+
+#[test]
+fn config_errors_name_the_key() {
+    let cases: [(&[&str], &[&str]); 8] = [
+        (&["--set", "teacher.params.sdts=[0.3]"], &["teacher.params", "sdts"]),
+        (&["--set", r#"teacher.plugin="gmn""#], &["teacher.plugin", "gmn", "gmm"]),
+        (&["--set", "teacher.params.stds=[0.3]"], &["teacher.params.stds", "1 values for 8"]),
+        (&["--set", "schedule.totl_kimg=3"], &["schedule", "totl_kimg"]),
+        (&["--set", "schedule.total_kimg=-1"], &["schedule.total_kimg", "positive"]),
+        (&["--set", "optim.generator.betas=(1.5, 0.9)"], &["optim.generator.betas"]),
+        (&["--set", "device=tpu"], &["device", "tpu"]),
+        (&["--set", "version=2"], &["version 2"]),
+    ];
+    for (overrides, expected) in cases {
+        let mut args = vec!["check", "configs/toy-gmm.ron"];
+        args.extend(overrides);
+        let err = difi_err(&args);
+        for needle in expected {
+            assert!(err.contains(needle), "{overrides:?}: `{needle}` missing from: {err}");
+        }
+    }
+}
+
+#[test]
+fn missing_and_malformed_files_are_named() {
+    let err = difi_err(&["check", "configs/nope.ron"]);
+    assert!(err.contains("configs/nope.ron"), "{err}");
+    let dir = scratch("malformed");
+    let bad = dir.join("bad.ron");
+    std::fs::write(&bad, "(version: 1, teacher: (plugin: \"gmm\"").unwrap();
+    let err = difi_err(&["check", arg(&bad)]);
+    assert!(err.contains("bad.ron") && err.contains("RON"), "{err}");
+    let err = difi_err(&["sample", "--run", arg(&dir), "--out", "x.npy"]);
+    assert!(err.contains("not a run directory"), "{err}");
+}
+
+#[test]
+fn an_existing_run_is_never_overwritten() {
+    let dir = scratch("no-overwrite");
+    let run = dir.join("run");
+    difi_ok(&["distill", "configs/toy-gmm.ron", "--outdir", arg(&run), "--set", "schedule.total_kimg=2"]);
+    let before = std::fs::read_to_string(run.join("config.ron")).unwrap();
+    let err = difi_err(&["distill", "configs/toy-gmm.ron", "--outdir", arg(&run), "--set", "seed=5"]);
+    assert!(err.contains("--resume"), "{err}");
+    assert_eq!(std::fs::read_to_string(run.join("config.ron")).unwrap(), before);
+
+    // A config that cannot be built leaves no run directory behind.
+    let never = dir.join("never");
+    difi_err(&["distill", "configs/toy-gmm.ron", "--outdir", arg(&never), "--set", "teacher.params.stds=[1.0]"]);
+    assert!(!never.exists());
+}
+
+#[test]
+fn diverging_training_stops_with_an_error_and_keeps_the_snapshots() {
+    let dir = scratch("nan");
+    let run = dir.join("run");
+    difi_ok(&["distill", "configs/toy-gmm.ron", "--outdir", arg(&run), "--set", "schedule.total_kimg=4"]);
+    let good = latest_snapshot(&run);
+    let weights = std::fs::read(good.join("generator_ema.safetensors")).unwrap();
+
+    let err = difi_err(&[
+        "distill",
+        "--resume",
+        arg(&run),
+        "--set",
+        "schedule.total_kimg=40",
+        "--set",
+        "optim.generator.lr=1e30",
+        "--set",
+        "optim.fake_score.lr=1e30",
+    ]);
+    assert!(err.contains("not finite") && err.contains("lower the learning rates"), "{err}");
+    assert_eq!(latest_snapshot(&run), good, "no snapshot of the diverged weights");
+    assert_eq!(std::fs::read(good.join("generator_ema.safetensors")).unwrap(), weights);
+    let out = dir.join("ok.npy");
+    difi_ok(&["sample", "--run", arg(&run), "--n", "10", "--out", arg(&out)]);
+}
+
+#[test]
+fn sample_refuses_bad_arguments() {
+    let dir = scratch("sample-args");
+    let run = dir.join("run");
+    difi_ok(&["distill", "configs/toy-gmm.ron", "--outdir", arg(&run), "--set", "schedule.total_kimg=2"]);
+    let err = difi_err(&["sample", "--run", arg(&run), "--n", "5", "--out", arg(&dir.join("x.png"))]);
+    assert!(err.contains(".npy"), "{err}");
+    let err = difi_err(&["sample", "--run", arg(&run), "--n", "0", "--out", arg(&dir.join("x.npy"))]);
+    assert!(err.contains("--n"), "{err}");
+    let err = difi_err(&["sample", "--run", arg(&run), "--checkpoint", arg(&dir), "--out", arg(&dir.join("x.npy"))]);
+    assert!(err.contains("generator_ema.safetensors"), "{err}");
+}
+
+#[test]
+fn cuda_support_is_linked_into_the_binary() {
+    let info = difi_ok(&["info"]);
+    assert!(info.contains("libtorch_cuda linked"), "{info}");
+    assert!(info.contains("libtorch 2.11.0"), "{info}");
+}
