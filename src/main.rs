@@ -47,6 +47,10 @@ enum Command {
     Plugins(commands::plugins::Args),
     /// Print versions, devices and whether CUDA support is linked.
     Info(commands::info::Args),
+    /// Convert reference checkpoints (EDM network pickles) to safetensors.
+    Convert(commands::convert::Args),
+    /// The model zoo: verify networks against reference outputs, list presets.
+    Zoo(commands::zoo::Args),
 }
 
 fn main() -> ExitCode {
@@ -60,6 +64,8 @@ fn main() -> ExitCode {
         Command::Evaluate(args) => commands::evaluate::run(args),
         Command::Plugins(args) => commands::plugins::run(args),
         Command::Info(args) => commands::info::run(args),
+        Command::Convert(args) => commands::convert::run(args),
+        Command::Zoo(args) => commands::zoo::run(args),
     };
     match result {
         Ok(code) => code,

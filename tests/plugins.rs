@@ -168,15 +168,18 @@ fn a_plugin_named_twice_is_an_error() {
 fn every_builtin_plugin_resolves_its_defaults_stably() {
     difi_zoo::link();
     let registry = difi_core::registry::Registry::with_builtins().unwrap();
+    let ctx = difi_core::registry::ResolveContext { base_dir: std::path::Path::new(".") };
     let mut count = 0;
     for entry in registry.entries() {
-        let defaults = (entry.resolve)(&serde_json::Value::Null).unwrap_or_else(|e| panic!("{}: {e}", entry.name));
-        let again = (entry.resolve)(&defaults).unwrap_or_else(|e| panic!("{}: {e}", entry.name));
+        let defaults =
+            (entry.resolve)(&serde_json::Value::Null, &ctx).unwrap_or_else(|e| panic!("{}: {e}", entry.name));
+        let again = (entry.resolve)(&defaults, &ctx).unwrap_or_else(|e| panic!("{}: {e}", entry.name));
         assert_eq!(defaults, again, "{} does not round-trip its resolved params", entry.name);
         assert!(defaults.is_object(), "{}: params are a struct", entry.name);
         let mut unknown = defaults.clone();
         unknown.as_object_mut().unwrap().insert("no_such_field".into(), 1.into());
-        let err = (entry.resolve)(&unknown).err().unwrap_or_else(|| panic!("{} accepts unknown fields", entry.name));
+        let err =
+            (entry.resolve)(&unknown, &ctx).err().unwrap_or_else(|| panic!("{} accepts unknown fields", entry.name));
         assert!(err.to_string().contains("no_such_field"), "{err}");
         count += 1;
     }

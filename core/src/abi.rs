@@ -257,7 +257,8 @@ pub unsafe fn borrow_handle(ptr: *mut C_tensor) -> Option<Tensor> {
 unsafe extern "C" fn resolve_trampoline<T: ForeignDivergence>(params: Bytes, out: Sink) -> i32 {
     let mut result = String::new();
     let status = guarded(&out, || {
-        let resolved = crate::registry::resolve_params::<T::Params>(&parse_params(&params)?)?;
+        let ctx = crate::registry::ResolveContext { base_dir: std::path::Path::new(".") };
+        let resolved = crate::registry::resolve_params::<T::Params>(&parse_params(&params)?, &ctx)?;
         result = resolved.to_string();
         Ok(())
     });

@@ -103,6 +103,32 @@ pub fn temporary_sibling(path: &Path) -> PathBuf {
     path.with_file_name(format!(".{name}.tmp"))
 }
 
+/// Reads only the `__metadata__` strings of a safetensors file (its header).
+pub fn read_metadata(path: &Path) -> Result<HashMap<String, String>> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut length = [0u8; 8];
+    file.read_exact(&mut length).map_err(|e| Error::checkpoint(path, format!("not a safetensors file: {e}")))?;
+    let length = u64::from_le_bytes(length);
+    let size = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    if length > size.saturating_sub(8) || length > 100 << 20 {
+        return Err(Error::checkpoint(path, "not a safetensors file: header length out of range"));
+    }
+    let mut header = vec![0u8; length as usize];
+    file.read_exact(&mut header).map_err(|e| Error::checkpoint(path, format!("truncated header: {e}")))?;
+    let header: serde_json::Value = serde_json::from_slice(&header)
+        .map_err(|e| Error::checkpoint(path, format!("not a safetensors file: header is not JSON: {e}")))?;
+    let mut metadata = HashMap::new();
+    if let Some(map) = header.get("__metadata__").and_then(|m| m.as_object()) {
+        for (key, value) in map {
+            if let Some(text) = value.as_str() {
+                metadata.insert(key.clone(), text.to_string());
+            }
+        }
+    }
+    Ok(metadata)
+}
+
 /// Reads every tensor and the metadata of a safetensors file onto the CPU.
 pub fn load(path: &Path) -> Result<TensorFile> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;

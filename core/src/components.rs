@@ -5,9 +5,10 @@ use std::path::Path;
 use tch::Device;
 
 use crate::config::{Component, Config};
+use crate::denoiser_generator::{DenoiserGenerator, DenoiserGeneratorParams};
 use crate::device::{Stream, parse_device, reseed};
 use crate::error::{Error, Result, TorchContext};
-use crate::registry::{BuildContext, Registry};
+use crate::registry::{BuildContext, Registry, decode_params};
 use crate::trainer::{Networks, Trainer};
 use crate::traits::{Divergence, Generator, ScoreModel};
 
@@ -53,9 +54,37 @@ pub fn build_generator(
     teacher: &dyn ScoreModel,
 ) -> Result<Box<dyn Generator>> {
     reseed(config.seed, Stream::Init, 1);
+    if config.generator.init_from.is_some() {
+        let params: DenoiserGeneratorParams =
+            decode_params(&config.generator.params).map_err(|e| e.under("generator.params"))?;
+        let model = copy_of_teacher(config, registry, device, teacher, "generator.init_from")?;
+        return Ok(Box::new(DenoiserGenerator::new(model, &params).map_err(|e| e.under("generator.params"))?));
+    }
     let ctx = BuildContext { device, teacher: Some(teacher), base_dir: config.base_dir() };
     let name = plugin_name(&config.generator, "generator")?;
     registry.build_generator(name, &config.generator.params, &ctx).map_err(|e| e.under("generator.params"))
+}
+
+/// A trainable copy of the teacher: built by the teacher's plugin, weights copied.
+fn copy_of_teacher(
+    config: &Config,
+    registry: &Registry,
+    device: Device,
+    teacher: &dyn ScoreModel,
+    key: &str,
+) -> Result<Box<dyn ScoreModel>> {
+    let source = teacher
+        .var_store()
+        .ok_or_else(|| Error::config(key, "the teacher has no weights to copy (it is analytic); name a plugin"))?;
+    let ctx = BuildContext { device, teacher: None, base_dir: config.base_dir() };
+    let name = plugin_name(&config.teacher, "teacher")?;
+    let mut copy = registry.build_score_model(name, &config.teacher.params, &ctx)?;
+    let vs = copy
+        .var_store_mut()
+        .ok_or_else(|| Error::config(key, "the teacher's plugin builds networks without weights"))?;
+    vs.copy(source).ctx("copy the teacher")?;
+    vs.unfreeze();
+    Ok(copy)
 }
 
 fn build_fake_score(
@@ -67,21 +96,7 @@ fn build_fake_score(
     reseed(config.seed, Stream::Init, 2);
     let base_dir: &Path = config.base_dir();
     if config.fake_score.init_from.is_some() {
-        let source = teacher.var_store().ok_or_else(|| {
-            Error::config(
-                "fake_score.init_from",
-                "the teacher has no weights to copy (it is analytic); name a fake-score plugin",
-            )
-        })?;
-        let ctx = BuildContext { device, teacher: None, base_dir };
-        let name = plugin_name(&config.teacher, "teacher")?;
-        let mut fake = registry.build_score_model(name, &config.teacher.params, &ctx)?;
-        let vs = fake.var_store_mut().ok_or_else(|| {
-            Error::config("fake_score.init_from", "the teacher's plugin builds networks without weights")
-        })?;
-        vs.copy(source).ctx("copy the teacher into the fake score")?;
-        vs.unfreeze();
-        return Ok(fake);
+        return copy_of_teacher(config, registry, device, teacher, "fake_score.init_from");
     }
     let ctx = BuildContext { device, teacher: Some(teacher), base_dir };
     let name = plugin_name(&config.fake_score, "fake_score")?;

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::registry::{Kind, Params, Registry};
+use crate::registry::{Kind, Params, Registry, ResolveContext};
 
 /// The config format this difi reads and writes.
 pub const CONFIG_VERSION: u64 = 1;
@@ -39,9 +39,12 @@ pub struct Config {
     pub plugins: Vec<PathBuf>,
     /// The pre-trained diffusion model (a score-model plugin), frozen.
     pub teacher: Component,
-    /// The one-step generator (a generator plugin).
+    /// The one-step generator (a generator plugin); needed to distill.
+    #[serde(default, skip_serializing_if = "Component::is_empty")]
     pub generator: Component,
-    /// The fake score tracking the generator (a score-model plugin, or `init_from: "teacher"`).
+    /// The fake score tracking the generator (a score-model plugin, or
+    /// `init_from: "teacher"`); needed to distill.
+    #[serde(default, skip_serializing_if = "Component::is_empty")]
     pub fake_score: Component,
     /// The divergence whose gradient trains the generator.
     #[serde(default = "default_divergence")]
@@ -74,6 +77,11 @@ pub struct Component {
 }
 
 impl Component {
+    /// Whether nothing is given (the component is absent).
+    pub fn is_empty(&self) -> bool {
+        self.plugin.is_none() && self.init_from.is_none() && self.params.is_null()
+    }
+
     /// A component built by `plugin` with `params`.
     pub fn plugin(name: &str, params: Params) -> Self {
         Component { plugin: Some(name.to_string()), init_from: None, params }
@@ -226,6 +234,18 @@ impl Config {
         self.base_dir().join(path)
     }
 
+    /// Checks the teacher against the registry and fills in its defaults:
+    /// enough to sample the teacher, not to distill.
+    pub fn resolve_teacher(&self, registry: &Registry) -> Result<Config> {
+        let mut resolved = self.clone();
+        resolved.base_dir = Some(self.base_dir().to_path_buf());
+        resolved.plugins = self.plugins.iter().map(|p| self.path(p)).collect();
+        crate::device::parse_device(&self.device)?;
+        let ctx = ResolveContext { base_dir: self.base_dir() };
+        resolve_component(registry, &ctx, Kind::ScoreModel, "teacher", &mut resolved.teacher)?;
+        Ok(resolved)
+    }
+
     /// Checks every component against the registry and fills in all defaults.
     /// The result is what a run records as its config.
     pub fn resolve(&self, registry: &Registry) -> Result<Config> {
@@ -233,19 +253,15 @@ impl Config {
         resolved.base_dir = Some(self.base_dir().to_path_buf());
         resolved.plugins = self.plugins.iter().map(|p| self.path(p)).collect();
         crate::device::parse_device(&self.device)?;
-        resolve_component(registry, Kind::ScoreModel, "teacher", &mut resolved.teacher)?;
+        let ctx = ResolveContext { base_dir: self.base_dir() };
+        let ctx = &ctx;
+        resolve_component(registry, ctx, Kind::ScoreModel, "teacher", &mut resolved.teacher)?;
         if resolved.teacher.init_from.is_some() {
             return Err(Error::config("teacher.init_from", "the teacher cannot be initialised from another role"));
         }
-        resolve_component(registry, Kind::Generator, "generator", &mut resolved.generator)?;
-        if resolved.generator.init_from.is_some() {
-            return Err(Error::config(
-                "generator.init_from",
-                "initialising the generator from the teacher is not supported yet; name a generator plugin",
-            ));
-        }
-        resolve_component(registry, Kind::ScoreModel, "fake_score", &mut resolved.fake_score)?;
-        resolve_component(registry, Kind::Divergence, "divergence", &mut resolved.divergence)?;
+        resolve_component(registry, ctx, Kind::Generator, "generator", &mut resolved.generator)?;
+        resolve_component(registry, ctx, Kind::ScoreModel, "fake_score", &mut resolved.fake_score)?;
+        resolve_component(registry, ctx, Kind::Divergence, "divergence", &mut resolved.divergence)?;
         resolved.validate()?;
         Ok(resolved)
     }
@@ -280,6 +296,15 @@ impl Config {
         Ok(())
     }
 
+    /// One component as RON text.
+    pub fn component_to_ron(component: &Component) -> String {
+        let tree = serde_json::to_value(component).expect("a component always serialises");
+        let mut out = String::new();
+        write_ron(&tree, 0, &mut out);
+        out.push('\n');
+        out
+    }
+
     /// The config as RON text, as `difi check` prints it and runs record it.
     pub fn to_ron(&self) -> String {
         let tree = serde_json::to_value(self).expect("a config always serialises");
@@ -290,7 +315,13 @@ impl Config {
     }
 }
 
-fn resolve_component(registry: &Registry, kind: Kind, role: &str, component: &mut Component) -> Result<()> {
+fn resolve_component(
+    registry: &Registry,
+    ctx: &ResolveContext<'_>,
+    kind: Kind,
+    role: &str,
+    component: &mut Component,
+) -> Result<()> {
     match (&component.plugin, &component.init_from) {
         (Some(_), Some(_)) => Err(Error::config(role, "give either `plugin` or `init_from`, not both")),
         (None, Some(source)) if source == "teacher" && kind == Kind::ScoreModel => {
@@ -300,6 +331,15 @@ fn resolve_component(registry: &Registry, kind: Kind, role: &str, component: &mu
                     "a copy of the teacher takes the teacher's params; remove these",
                 ));
             }
+            Ok(())
+        }
+        (None, Some(source)) if source == "teacher" && kind == Kind::Generator => {
+            // G(z) = D(σ_init z; σ_init) around a copy of the teacher.
+            component.params = crate::registry::resolve_params::<crate::denoiser_generator::DenoiserGeneratorParams>(
+                &component.params,
+                ctx,
+            )
+            .map_err(|e| e.under(&format!("{role}.params")))?;
             Ok(())
         }
         (None, Some(source)) => Err(Error::config(
@@ -319,8 +359,9 @@ fn resolve_component(registry: &Registry, kind: Kind, role: &str, component: &mu
                 ),
                 other => other,
             })?;
-            component.params =
-                registry.resolve(kind, &name, &component.params).map_err(|err| err.under(&format!("{role}.params")))?;
+            component.params = registry
+                .resolve(kind, &name, &component.params, ctx)
+                .map_err(|err| err.under(&format!("{role}.params")))?;
             Ok(())
         }
     }

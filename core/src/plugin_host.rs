@@ -159,7 +159,7 @@ fn foreign_divergence_entry(name: String, origin: String, vtable: &'static Diver
     Entry {
         name,
         origin,
-        resolve: Box::new(move |params: &Params| {
+        resolve: Box::new(move |params: &Params, _ctx| {
             let json = params.to_string();
             let mut out = String::new();
             // SAFETY: the vtable comes from a checked declaration; the strings outlive the call.

@@ -61,6 +61,12 @@ impl<'a> BuildContext<'a> {
     }
 }
 
+/// What a plugin may use while resolving its params: where relative paths start.
+pub struct ResolveContext<'a> {
+    /// Directory that relative paths in params are relative to.
+    pub base_dir: &'a Path,
+}
+
 type BuildFn<T> = fn(&Params, &BuildContext<'_>) -> Result<Box<T>>;
 
 /// The typed builder of a statically registered plugin.
@@ -78,7 +84,7 @@ pub struct Registration {
     /// The crate that registered it.
     pub origin: &'static str,
     /// Decodes params with defaults and re-encodes them (the resolved form).
-    pub resolve: fn(&Params) -> Result<Params>,
+    pub resolve: fn(&Params, &ResolveContext<'_>) -> Result<Params>,
     /// Builds the component.
     pub build: StaticBuild,
 }
@@ -88,7 +94,7 @@ inventory::collect!(Registration);
 type DynBuild<T> = Box<dyn Fn(&Params, &BuildContext<'_>) -> Result<Box<T>>>;
 
 /// Decodes params with defaults filled in and encodes them again.
-pub type ResolveFn = Box<dyn Fn(&Params) -> Result<Params>>;
+pub type ResolveFn = Box<dyn Fn(&Params, &ResolveContext<'_>) -> Result<Params>>;
 
 /// How an entry builds its component.
 pub enum Builder {
@@ -184,8 +190,8 @@ impl Registry {
     }
 
     /// Decodes `params` for plugin `name` and returns them with defaults filled in.
-    pub fn resolve(&self, kind: Kind, name: &str, params: &Params) -> Result<Params> {
-        (self.get(kind, name)?.resolve)(params)
+    pub fn resolve(&self, kind: Kind, name: &str, params: &Params, ctx: &ResolveContext<'_>) -> Result<Params> {
+        (self.get(kind, name)?.resolve)(params, ctx)
     }
 
     /// Builds score model `name`.
@@ -255,8 +261,9 @@ pub fn decode_params<P: DeserializeOwned>(params: &Params) -> Result<P> {
     })
 }
 
-/// Decodes params as `P` (defaults filled in) and encodes them again.
-pub fn resolve_params<P: DeserializeOwned + Serialize>(params: &Params) -> Result<Params> {
+/// Decodes params as `P` (defaults filled in) and encodes them again: the
+/// resolution of plugins whose params need nothing but their defaults.
+pub fn resolve_params<P: DeserializeOwned + Serialize>(params: &Params, _ctx: &ResolveContext<'_>) -> Result<Params> {
     let typed: P = decode_params(params)?;
     serde_json::to_value(&typed).map_err(|err| Error::config("", err.to_string()))
 }
@@ -271,12 +278,17 @@ pub fn resolve_params<P: DeserializeOwned + Serialize>(params: &Params) -> Resul
 ///
 /// The first argument is the trait (`ScoreModel`, `Generator`, `Divergence`,
 /// `Dataset`), then the name, the params type (`Deserialize + Serialize`,
-/// with defaults) and a non-capturing builder.
+/// with defaults) and a non-capturing builder. Params that need more than
+/// their defaults to be resolved (paths, files to read) add
+/// `resolve = fn(&Params, &ResolveContext) -> Result<Params>`.
 #[macro_export]
 macro_rules! register_plugin {
     ($role:ident, $name:literal, $params:ty, $build:expr) => {
+        $crate::register_plugin!($role, $name, $params, $build, resolve = $crate::registry::resolve_params::<$params>);
+    };
+    ($role:ident, $name:literal, $params:ty, $build:expr, resolve = $resolve:expr) => {
         const _: () = {
-            fn build(
+            fn __difi_build(
                 params: &$crate::registry::Params,
                 ctx: &$crate::registry::BuildContext<'_>,
             ) -> $crate::Result<::std::boxed::Box<dyn $crate::traits::$role>> {
@@ -291,8 +303,8 @@ macro_rules! register_plugin {
                 $crate::registry::Registration {
                     name: $name,
                     origin: env!("CARGO_PKG_NAME"),
-                    resolve: $crate::registry::resolve_params::<$params>,
-                    build: $crate::registry::StaticBuild::$role(build),
+                    resolve: $resolve,
+                    build: $crate::registry::StaticBuild::$role(__difi_build),
                 }
             }
         };

@@ -26,6 +26,12 @@ pub trait ScoreModel {
         (0.0, f64::INFINITY)
     }
 
+    /// The nearest noise level the model supports exactly (identity for
+    /// continuous-time models; EDM's `round_sigma`).
+    fn round_sigma(&self, sigma: f64) -> f64 {
+        sigma
+    }
+
     /// Shape of one sample: `[D]` or `[C, H, W]`.
     fn sample_shape(&self) -> Vec<i64>;
 
@@ -138,6 +144,9 @@ impl<T: ScoreModel + ?Sized> ScoreModel for Box<T> {
     }
     fn sigma_range(&self) -> (f64, f64) {
         (**self).sigma_range()
+    }
+    fn round_sigma(&self, sigma: f64) -> f64 {
+        (**self).round_sigma(sigma)
     }
     fn sample_shape(&self) -> Vec<i64> {
         (**self).sample_shape()

@@ -1,4 +1,6 @@
-//! `difi sample --run DIR --n N --seed S --out FILE.npy`.
+//! `difi sample`: samples of a trained generator (`--run`) or of a teacher
+//! through EDM's Heun sampler (`--teacher`), as .npy, a PNG grid or a folder
+//! of PNGs.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -6,20 +8,27 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use difi_core::checkpoint;
 use difi_core::components::{build_generator, build_teacher};
-use difi_core::device::parse_device;
+use difi_core::device::{Stream, parse_device, reseed};
+use difi_core::image;
 use difi_core::run_dir::RunDir;
+use difi_core::sampler::HeunSampler;
 use difi_core::sampling::generate_samples;
-use difi_core::trainer::{GENERATOR, GENERATOR_EMA};
+use difi_core::trainer::{GENERATOR, GENERATOR_EMA, random_labels};
+use difi_core::traits::ScoreModel;
+use tch::{Device, Kind, Tensor};
 
 use crate::ConfigArgs;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// The run directory.
-    #[arg(long)]
-    run: PathBuf,
+    /// The run directory whose generator is sampled.
+    #[arg(long, required_unless_present = "teacher", conflicts_with = "teacher")]
+    run: Option<PathBuf>,
+    /// Sample the teacher of this config with EDM's Heun sampler instead.
+    #[arg(long, value_name = "CONFIG")]
+    teacher: Option<PathBuf>,
     /// A snapshot directory of the run (default: the latest).
-    #[arg(long)]
+    #[arg(long, requires = "run")]
     checkpoint: Option<PathBuf>,
     /// Number of samples.
     #[arg(long, default_value_t = 10000)]
@@ -27,30 +36,78 @@ pub struct Args {
     /// Seed of the latents (and labels).
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Output file: float32 .npy, [N, D] for vectors, [N, C, H, W] for images.
+    /// Output: FILE.npy (float32, [N, D] or [N, C, H, W] in [−1, 1]), FILE.png
+    /// (a grid of images) or a directory (one PNG per image).
     #[arg(long)]
     out: PathBuf,
     /// Samples per forward pass.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 500)]
     batch: i64,
     /// Use the raw generator weights instead of their EMA.
-    #[arg(long)]
+    #[arg(long, requires = "run")]
     no_ema: bool,
-    /// Device (default: the run's).
+    /// Class of every sample for conditional models (default: uniformly random).
+    #[arg(long)]
+    class: Option<i64>,
+    /// Device (default: the config's).
     #[arg(long)]
     device: Option<String>,
+    /// Heun sampler: number of noise levels (NFE = 2·steps − 1).
+    #[arg(long, default_value_t = 18)]
+    steps: usize,
+    /// Heun sampler: lowest, highest noise level and spacing exponent.
+    #[arg(long, default_value_t = 0.002)]
+    sigma_min: f64,
+    #[arg(long, default_value_t = 80.0)]
+    sigma_max: f64,
+    #[arg(long, default_value_t = 7.0)]
+    rho: f64,
+    /// Heun sampler: stochasticity (EDM's S_churn, S_min, S_max, S_noise).
+    #[arg(long, default_value_t = 0.0)]
+    s_churn: f64,
+    #[arg(long, default_value_t = 0.0)]
+    s_min: f64,
+    #[arg(long)]
+    s_max: Option<f64>,
+    #[arg(long, default_value_t = 1.0)]
+    s_noise: f64,
     #[command(flatten)]
     config_args: ConfigArgs,
+}
+
+enum Output {
+    Npy,
+    Grid,
+    Folder,
+}
+
+fn output_kind(path: &Path) -> Output {
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("npy") => Output::Npy,
+        Some("png") => Output::Grid,
+        _ => Output::Folder,
+    }
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
     if args.n < 1 {
         bail!("--n must be at least 1");
     }
-    if args.out.extension().and_then(|e| e.to_str()) != Some("npy") {
-        bail!("--out {}: samples are written as .npy; name the file *.npy", args.out.display());
+    if let Some(ext) = args.out.extension().and_then(|e| e.to_str()).filter(|e| !["npy", "png"].contains(e)) {
+        bail!("--out {}: write .npy, .png (a grid) or a directory, not .{ext}", args.out.display());
     }
-    let run = RunDir::open(&args.run)?;
+    let (samples, what) = match (&args.run, &args.teacher) {
+        (Some(run), _) => sample_generator(&args, run)?,
+        (None, Some(config)) => sample_teacher(&args, config)?,
+        (None, None) => bail!("give --run RUN_DIR or --teacher CONFIG"),
+    };
+    write_samples(&samples, &args.out)?;
+    eprintln!("wrote {} samples {:?} from {what} to {}", args.n, samples.size(), args.out.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn sample_generator(args: &Args, run: &Path) -> Result<(Tensor, String)> {
+    let run = RunDir::open(run)?;
     let snapshot = match &args.checkpoint {
         Some(path) => path.clone(),
         None => run.latest_snapshot()?.with_context(|| format!("{} has no snapshot yet", run.root().display()))?,
@@ -65,17 +122,89 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let weights = snapshot.join(if args.no_ema { GENERATOR } else { GENERATOR_EMA });
     checkpoint::load_into(generator.var_store_mut(), &weights)?;
     generator.set_train(false);
-
-    let (samples, _classes) = generate_samples(generator.as_ref(), args.n, args.batch, args.seed, device)?;
-    write_npy(&samples, &args.out)?;
-    eprintln!("wrote {} samples {:?} from {} to {}", args.n, samples.size(), weights.display(), args.out.display());
-    Ok(ExitCode::SUCCESS)
+    if args.class.is_some() {
+        bail!("--class applies to --teacher; a run's generator samples uniformly random classes");
+    }
+    let (samples, _) = generate_samples(generator.as_ref(), args.n, args.batch, args.seed, device)?;
+    Ok((samples, format!("{} (1 NFE)", weights.display())))
 }
 
-/// Writes through a temporary file so an existing output is replaced only by a complete one.
-fn write_npy(tensor: &tch::Tensor, path: &Path) -> Result<()> {
-    let tmp = path.with_extension("npy.tmp");
-    tensor.write_npy(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+fn sample_teacher(args: &Args, config_path: &Path) -> Result<(Tensor, String)> {
+    let (mut config, registry) = super::load_teacher(config_path, &args.config_args)?;
+    if let Some(device) = &args.device {
+        config.device = device.clone();
+    }
+    let device = parse_device(&config.device)?;
+    let teacher = build_teacher(&config, &registry, device)?;
+    let sampler = HeunSampler {
+        num_steps: args.steps,
+        sigma_min: args.sigma_min,
+        sigma_max: args.sigma_max,
+        rho: args.rho,
+        s_churn: args.s_churn,
+        s_min: args.s_min,
+        s_max: args.s_max,
+        s_noise: args.s_noise,
+    };
+    let label_dim = teacher.label_dim();
+    if let Some(class) = args.class
+        && !(0..label_dim).contains(&class)
+    {
+        bail!("--class {class}: the teacher has {label_dim} classes");
+    }
+    let progress = indicatif::ProgressBar::new(args.n as u64);
+    let mut batches = Vec::new();
+    let mut done = 0;
+    let mut index = 0;
+    while done < args.n {
+        let b = args.batch.max(1).min(args.n - done);
+        reseed(args.seed, Stream::Sampling, index);
+        let mut shape = vec![b];
+        shape.extend(teacher.sample_shape());
+        let latents = Tensor::f_randn(&shape, (Kind::Float, device))?;
+        let labels = match args.class {
+            Some(class) => {
+                Some(Tensor::f_full([b], class, (Kind::Int64, device))?.f_one_hot(label_dim)?.f_to_kind(Kind::Float)?)
+            }
+            None => random_labels(b, label_dim, device)?,
+        };
+        let x = sampler.sample(teacher.as_ref() as &dyn ScoreModel, &latents, labels.as_ref())?;
+        batches.push(x.f_to_kind(Kind::Float)?.f_to_device(Device::Cpu)?);
+        done += b;
+        index += 1;
+        progress.set_position(done as u64);
+    }
+    progress.finish_and_clear();
+    let nfe = sampler.nfe();
+    eprintln!("Heun sampler: {} steps, {nfe} NFE per sample", sampler.num_steps);
+    Ok((Tensor::f_cat(&batches, 0)?, format!("the teacher of {} ({nfe} NFE)", config_path.display())))
+}
+
+/// Writes samples as .npy, a PNG grid, or a folder of PNGs; files are
+/// written through a temporary name so an existing one is only replaced whole.
+fn write_samples(samples: &Tensor, out: &Path) -> Result<()> {
+    let is_image = samples.dim() == 4;
+    match output_kind(out) {
+        Output::Npy => {
+            let tmp = out.with_extension("npy.tmp");
+            samples.write_npy(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
+            std::fs::rename(&tmp, out).with_context(|| format!("writing {}", out.display()))?;
+        }
+        Output::Grid | Output::Folder if !is_image => {
+            bail!("{}: samples of shape {:?} are not images; write .npy", out.display(), samples.size())
+        }
+        Output::Grid => {
+            let tmp = out.with_extension("png.tmp");
+            image::write_png(&tmp, &image::grid(&image::to_uint8(samples)?)?)?;
+            std::fs::rename(&tmp, out).with_context(|| format!("writing {}", out.display()))?;
+        }
+        Output::Folder => {
+            std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+            let images = image::to_uint8(samples)?;
+            for i in 0..images.size()[0] {
+                image::write_png(&out.join(format!("{i:06}.png")), &images.get(i))?;
+            }
+        }
+    }
     Ok(())
 }

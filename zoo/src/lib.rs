@@ -2,10 +2,12 @@
 //!
 //! | name | kind | what |
 //! | --- | --- | --- |
+//! | `edm` | score model | EDM's networks (DDPM++, NCSN++, ADM; EDM/VP/VE preconditioning) |
 //! | `gmm` | score model | exact Gaussian-mixture teacher in ℝᵈ |
 //! | `mlp-generator` | generator | MLP one-step generator for vector data |
 //! | `mlp-denoiser` | score model | EDM-preconditioned MLP denoiser for vector data |
 
+pub mod edm;
 pub mod gmm;
 pub mod gmm_report;
 pub mod mlp;

@@ -9,7 +9,7 @@ use tch::nn::VarStore;
 use tch::{Kind, Tensor};
 
 use crate::mlp::Mlp;
-use crate::precond::EdmPrecond;
+use crate::precond::Precond;
 
 /// Parameters of `mlp-denoiser`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -33,7 +33,8 @@ impl Default for MlpDenoiserParams {
 pub struct MlpDenoiser {
     vs: VarStore,
     mlp: Mlp,
-    precond: EdmPrecond,
+    precond: Precond,
+    sigma_data: f64,
     /// `[noise_features / 2]` frequencies, geometric from 1 to 64.
     frequencies: Tensor,
     dim: i64,
@@ -67,7 +68,16 @@ impl MlpDenoiser {
             .ctx("frequencies")?
             .f_exp()
             .ctx("frequencies")?;
-        Ok(MlpDenoiser { vs, mlp, precond: EdmPrecond { sigma_data }, frequencies, dim, label_dim, train: false })
+        Ok(MlpDenoiser {
+            vs,
+            mlp,
+            precond: Precond::Edm { sigma_data },
+            sigma_data,
+            frequencies,
+            dim,
+            label_dim,
+            train: false,
+        })
     }
 
     fn from_context(params: MlpDenoiserParams, ctx: &BuildContext<'_>) -> Result<Self> {
@@ -107,7 +117,7 @@ impl ScoreModel for MlpDenoiser {
     }
 
     fn sigma_data(&self) -> f64 {
-        self.precond.sigma_data
+        self.sigma_data
     }
 
     fn sample_shape(&self) -> Vec<i64> {
