@@ -47,6 +47,8 @@ enum Command {
     Plugins(commands::plugins::Args),
     /// Print versions, devices and whether CUDA support is linked.
     Info(commands::info::Args),
+    /// Datasets in the EDM/StyleGAN format: convert sources, inspect, export.
+    Dataset(commands::dataset::Args),
     /// Convert reference checkpoints (EDM network pickles) to safetensors.
     Convert(commands::convert::Args),
     /// The model zoo: verify networks against reference outputs, list presets.
@@ -55,6 +57,7 @@ enum Command {
 
 fn main() -> ExitCode {
     difi_zoo::link();
+    difi_datasets::link();
     let cli = Cli::parse();
     logging::init(&cli.log);
     let result = match cli.command {
@@ -65,6 +68,7 @@ fn main() -> ExitCode {
         Command::Plugins(args) => commands::plugins::run(args),
         Command::Info(args) => commands::info::run(args),
         Command::Convert(args) => commands::convert::run(args),
+        Command::Dataset(args) => commands::dataset::run(args),
         Command::Zoo(args) => commands::zoo::run(args),
     };
     match result {

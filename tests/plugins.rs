@@ -17,6 +17,9 @@ fn builtin_plugins_are_listed_with_kind_and_origin() {
         ("score-model", "mlp-denoiser", "difi-zoo"),
         ("generator", "mlp-generator", "difi-zoo"),
         ("divergence", "ikl", "difi-core"),
+        ("score-model", "edm", "difi-zoo"),
+        ("dataset", "zip", "difi-datasets"),
+        ("dataset", "folder", "difi-datasets"),
     ] {
         let found = listing.lines().any(|line| {
             let fields: Vec<&str> = line.split_whitespace().collect();
@@ -167,12 +170,24 @@ fn a_plugin_named_twice_is_an_error() {
 #[test]
 fn every_builtin_plugin_resolves_its_defaults_stably() {
     difi_zoo::link();
+    difi_datasets::link();
     let registry = difi_core::registry::Registry::with_builtins().unwrap();
     let ctx = difi_core::registry::ResolveContext { base_dir: std::path::Path::new(".") };
+    // Plugins whose params have no sensible default name what is required.
+    let required = [("zip", "path"), ("folder", "path")];
     let mut count = 0;
     for entry in registry.entries() {
-        let defaults =
-            (entry.resolve)(&serde_json::Value::Null, &ctx).unwrap_or_else(|e| panic!("{}: {e}", entry.name));
+        let defaults = match (entry.resolve)(&serde_json::Value::Null, &ctx) {
+            Ok(defaults) => defaults,
+            Err(err) => {
+                let (_, field) = required
+                    .iter()
+                    .find(|(name, _)| *name == entry.name)
+                    .unwrap_or_else(|| panic!("{}: {err}", entry.name));
+                assert!(err.to_string().contains(field), "{}: {err}", entry.name);
+                (entry.resolve)(&serde_json::json!({ *field: "somewhere" }), &ctx).unwrap()
+            }
+        };
         let again = (entry.resolve)(&defaults, &ctx).unwrap_or_else(|e| panic!("{}: {e}", entry.name));
         assert_eq!(defaults, again, "{} does not round-trip its resolved params", entry.name);
         assert!(defaults.is_object(), "{}: params are a struct", entry.name);
@@ -183,5 +198,5 @@ fn every_builtin_plugin_resolves_its_defaults_stably() {
         assert!(err.to_string().contains("no_such_field"), "{err}");
         count += 1;
     }
-    assert!(count >= 4);
+    assert!(count >= 7, "{count} plugins");
 }

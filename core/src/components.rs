@@ -10,7 +10,7 @@ use crate::device::{Stream, parse_device, reseed};
 use crate::error::{Error, Result, TorchContext};
 use crate::registry::{BuildContext, Registry, decode_params};
 use crate::trainer::{Networks, Trainer};
-use crate::traits::{Divergence, Generator, ScoreModel};
+use crate::traits::{Dataset, Divergence, Generator, ScoreModel};
 
 /// Networks as trait objects, as configs build them.
 pub type DynNetworks = Networks<Box<dyn Generator>, Box<dyn ScoreModel>, Box<dyn ScoreModel>, Box<dyn Divergence>>;
@@ -116,9 +116,38 @@ pub fn build_networks(config: &Config, registry: &Registry, device: Device) -> R
     Ok(Networks { teacher, generator, generator_ema, fake_score, divergence })
 }
 
+/// Builds the config's dataset, if it names one.
+pub fn build_dataset(config: &Config, registry: &Registry) -> Result<Option<Box<dyn Dataset>>> {
+    let Some(component) = &config.dataset else { return Ok(None) };
+    let ctx = BuildContext { device: Device::Cpu, teacher: None, base_dir: config.base_dir() };
+    let name = plugin_name(component, "dataset")?;
+    registry.build_dataset(name, &component.params, &ctx).map(Some).map_err(|e| e.under("dataset.params"))
+}
+
+/// A dataset must hold images of the teacher's shape, and labels for as many
+/// classes as the teacher's (or none).
+pub fn check_dataset(dataset: &dyn Dataset, teacher: &dyn ScoreModel) -> Result<()> {
+    let shape = dataset.image_shape().to_vec();
+    if shape != teacher.sample_shape() {
+        return Err(Error::Shape {
+            what: "dataset images (the teacher's sample shape)".into(),
+            expected: teacher.sample_shape(),
+            actual: shape,
+        });
+    }
+    let (classes, expected) = (dataset.label_dim(), teacher.label_dim());
+    if classes != 0 && classes > expected {
+        return Err(Error::config("dataset", format!("has {classes} classes, the teacher {expected}")));
+    }
+    Ok(())
+}
+
 /// A trainer for a resolved config.
 pub fn build_trainer(config: &Config, registry: &Registry) -> Result<DynTrainer> {
     let device = parse_device(&config.device)?;
     let networks = build_networks(config, registry, device)?;
+    if let Some(dataset) = build_dataset(config, registry)? {
+        check_dataset(dataset.as_ref(), networks.teacher.as_ref())?;
+    }
     Trainer::new(networks, config.clone(), device)
 }

@@ -46,6 +46,10 @@ pub struct Config {
     /// `init_from: "teacher"`); needed to distill.
     #[serde(default, skip_serializing_if = "Component::is_empty")]
     pub fake_score: Component,
+    /// The dataset (a dataset plugin): shapes, labels and FID reference
+    /// statistics; never part of a loss.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataset: Option<Component>,
     /// The divergence whose gradient trains the generator.
     #[serde(default = "default_divergence")]
     pub divergence: Component,
@@ -262,6 +266,12 @@ impl Config {
         resolve_component(registry, ctx, Kind::Generator, "generator", &mut resolved.generator)?;
         resolve_component(registry, ctx, Kind::ScoreModel, "fake_score", &mut resolved.fake_score)?;
         resolve_component(registry, ctx, Kind::Divergence, "divergence", &mut resolved.divergence)?;
+        if let Some(dataset) = resolved.dataset.as_mut() {
+            resolve_component(registry, ctx, Kind::Dataset, "dataset", dataset)?;
+            if dataset.init_from.is_some() {
+                return Err(Error::config("dataset.init_from", "a dataset cannot be initialised from another role"));
+            }
+        }
         resolved.validate()?;
         Ok(resolved)
     }

@@ -2,6 +2,7 @@
 
 pub mod check;
 pub mod convert;
+pub mod dataset;
 pub mod distill;
 pub mod evaluate;
 pub mod info;
