@@ -41,6 +41,8 @@ enum Command {
     Check(commands::check::Args),
     /// Draw samples from a trained generator into a .npy file.
     Sample(commands::sample::Args),
+    /// FID (or proxy-FID) of a run, dataset, features or statistics against reference statistics.
+    Fid(commands::fid::Args),
     /// Measure a run against its exact (`gmm`) teacher: mode shares, spreads, energy distance.
     Evaluate(commands::evaluate::Args),
     /// List every registered plugin with its kind and origin.
@@ -65,6 +67,7 @@ fn main() -> ExitCode {
         Command::Check(args) => commands::check::run(args),
         Command::Sample(args) => commands::sample::run(args),
         Command::Evaluate(args) => commands::evaluate::run(args),
+        Command::Fid(args) => commands::fid::run(args),
         Command::Plugins(args) => commands::plugins::run(args),
         Command::Info(args) => commands::info::run(args),
         Command::Convert(args) => commands::convert::run(args),

@@ -132,11 +132,17 @@ pub fn read_metadata(path: &Path) -> Result<HashMap<String, String>> {
 /// Reads every tensor and the metadata of a safetensors file onto the CPU.
 pub fn load(path: &Path) -> Result<TensorFile> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let (_, header) = SafeTensors::read_metadata(&bytes)
+    parse(&bytes, path)
+}
+
+/// Reads tensors and metadata from safetensors bytes (`origin` names them in errors).
+pub fn parse(bytes: &[u8], origin: &Path) -> Result<TensorFile> {
+    let path = origin;
+    let (_, header) = SafeTensors::read_metadata(bytes)
         .map_err(|e| Error::checkpoint(path, format!("not a safetensors file: {e}")))?;
     let metadata = header.metadata().clone().unwrap_or_default();
-    let file = SafeTensors::deserialize(&bytes)
-        .map_err(|e| Error::checkpoint(path, format!("not a safetensors file: {e}")))?;
+    let file =
+        SafeTensors::deserialize(bytes).map_err(|e| Error::checkpoint(path, format!("not a safetensors file: {e}")))?;
     let names = header.offset_keys();
     let mut tensors = Vec::with_capacity(names.len());
     for name in names {

@@ -62,6 +62,41 @@ pub struct Config {
     /// Length, batch, ticks, snapshots and EMA.
     #[serde(default)]
     pub schedule: Schedule,
+    /// Metrics computed at every snapshot.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+}
+
+/// Metrics of the generator at every snapshot, appended to `metrics.jsonl`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// `fid50k_full` (FID of 50k generated images against the full dataset),
+    /// `pr50k3_full` (precision/recall, k = 3); any number of thousands.
+    pub list: Vec<String>,
+    /// `inception` (NVIDIA's Inception-v3 TorchScript, located by the
+    /// `DIFI_INCEPTION` variable or `inception_path`), `fmnist-classifier`
+    /// (a proxy), or the path of a TorchScript detector.
+    pub detector: String,
+    /// Path of `inception-2015-12-05.pt` (else `DIFI_INCEPTION`).
+    pub inception_path: Option<PathBuf>,
+    /// Reference statistics `.npz` (`mu`, `sigma`); default: computed from
+    /// the dataset (all images, no flips) and cached in the run directory.
+    pub reference: Option<PathBuf>,
+    /// Images per detector batch.
+    pub batch_size: usize,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            list: Vec::new(),
+            detector: "inception".into(),
+            inception_path: None,
+            reference: None,
+            batch_size: 250,
+        }
+    }
 }
 
 /// A pluggable component: `(plugin: "name", params: (…))`, or
@@ -293,6 +328,15 @@ impl Config {
         }
         if s.ema_halflife_kimg < 0.0 {
             return Err(Error::config("schedule.ema_halflife_kimg", "must not be negative"));
+        }
+        for name in &self.metrics.list {
+            crate::metrics::schedule::Metric::parse(name)?;
+        }
+        if !self.metrics.list.is_empty() && self.metrics.reference.is_none() && self.dataset.is_none() {
+            return Err(Error::config(
+                "metrics.reference",
+                "metrics need reference statistics or a dataset to compute them from",
+            ));
         }
         if s.fake_updates_per_iter == 0 {
             return Err(Error::config("schedule.fake_updates_per_iter", "must be at least 1"));

@@ -78,12 +78,19 @@ impl RunDir {
         write_atomically(&self.config_path(), text.as_bytes())
     }
 
+    /// `RUN/metrics.jsonl`.
+    pub fn metrics_path(&self) -> PathBuf {
+        self.root.join("metrics.jsonl")
+    }
+
     /// Appends one JSON object as a line of `stats.jsonl`.
     pub fn append_stats(&self, line: &serde_json::Value) -> Result<()> {
-        let path = self.stats_path();
-        let mut file =
-            std::fs::OpenOptions::new().create(true).append(true).open(&path).map_err(|e| Error::io(&path, e))?;
-        writeln!(file, "{line}").map_err(|e| Error::io(&path, e))
+        append_line(&self.stats_path(), line)
+    }
+
+    /// Appends one JSON object as a line of `metrics.jsonl`.
+    pub fn append_metrics(&self, line: &serde_json::Value) -> Result<()> {
+        append_line(&self.metrics_path(), line)
     }
 
     /// Complete snapshots, oldest first.
@@ -127,6 +134,11 @@ impl RunDir {
         std::fs::rename(&tmp, &target).map_err(|e| Error::io(&target, e))?;
         Ok(target)
     }
+}
+
+fn append_line(path: &Path, line: &serde_json::Value) -> Result<()> {
+    let mut file = std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(|e| Error::io(path, e))?;
+    writeln!(file, "{line}").map_err(|e| Error::io(path, e))
 }
 
 /// Writes `bytes` to `path` through a temporary sibling and a rename.

@@ -14,6 +14,7 @@ use crate::config::{self, Config};
 use crate::denoising_loss::edm_denoising_loss;
 use crate::device::{Stream, reseed};
 use crate::error::{Error, Result, TorchContext};
+use crate::metrics::schedule::MetricsRunner;
 use crate::optim::Adam;
 use crate::run_dir::{RunDir, resident_memory_mib, write_atomically};
 use crate::traits::{Divergence, Generator, ScoreModel};
@@ -81,6 +82,7 @@ pub struct Trainer<G, T, F, D> {
     opt_fake: Adam,
     ema_pairs: Vec<(Tensor, Tensor)>,
     label_dim: i64,
+    metrics: Option<MetricsRunner>,
 }
 
 impl<G: Generator, T: ScoreModel, F: ScoreModel, D: Divergence> Trainer<G, T, F, D> {
@@ -129,7 +131,13 @@ impl<G: Generator, T: ScoreModel, F: ScoreModel, D: Divergence> Trainer<G, T, F,
             opt_fake,
             ema_pairs,
             label_dim,
+            metrics: None,
         })
+    }
+
+    /// Computes `metrics` of the EMA generator after every scheduled snapshot.
+    pub fn set_metrics(&mut self, metrics: MetricsRunner) {
+        self.metrics = Some(metrics);
     }
 
     /// The networks.
@@ -291,12 +299,27 @@ impl<G: Generator, T: ScoreModel, F: ScoreModel, D: Divergence> Trainer<G, T, F,
                 let snapshot_due =
                     schedule.snapshot_ticks > 0 && self.state.tick.is_multiple_of(schedule.snapshot_ticks);
                 if done || snapshot_due {
-                    self.snapshot(run)?;
+                    let path = self.snapshot(run)?;
+                    self.evaluate_metrics(run, &path)?;
                 }
             }
         }
         bar.finish_and_clear();
         Ok(Outcome::Finished)
+    }
+
+    /// Evaluates the configured metrics of the EMA generator and appends them
+    /// to `metrics.jsonl`, each tagged with the snapshot.
+    fn evaluate_metrics(&self, run: &RunDir, snapshot: &Path) -> Result<()> {
+        let Some(metrics) = &self.metrics else { return Ok(()) };
+        for mut line in metrics.evaluate(&self.nets.generator_ema)? {
+            line["snapshot"] = serde_json::json!(snapshot.file_name().map(|n| n.to_string_lossy().into_owned()));
+            line["kimg"] = serde_json::json!(self.state.nimg as f64 / 1000.0);
+            line["iteration"] = serde_json::json!(self.state.iteration);
+            tracing::info!("{} {}", line["metric"], line["results"]);
+            run.append_metrics(&line)?;
+        }
+        Ok(())
     }
 
     fn check_finite(&mut self, losses: &IterationLosses) -> Result<()> {

@@ -1,12 +1,18 @@
 //! `difi distill CONFIG --outdir DIR` and `difi distill --resume DIR`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result, bail};
-use difi_core::components::build_trainer;
+use difi_core::components::{build_dataset, build_trainer};
+use difi_core::config::Config;
+use difi_core::device::parse_device;
+use difi_core::metrics::FeatureStats;
+use difi_core::metrics::detector::dataset_features;
+use difi_core::metrics::schedule::{Metric, MetricsRunner};
+use difi_core::registry::Registry;
 use difi_core::run_dir::RunDir;
 use difi_core::trainer::Outcome;
 
@@ -66,6 +72,10 @@ pub fn run(args: Args) -> Result<ExitCode> {
         }
     }
 
+    if !config.metrics.list.is_empty() {
+        trainer.set_metrics(metrics_runner(&config, &registry, &run).context("preparing the metrics")?);
+    }
+
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     ctrlc::set_handler(move || {
@@ -98,4 +108,51 @@ pub fn run(args: Args) -> Result<ExitCode> {
             Ok(ExitCode::from(130))
         }
     }
+}
+
+/// The configured metrics: the detector, the reference statistics (given, or
+/// computed from the dataset once and kept in the run directory) and, for
+/// precision/recall, the dataset's features.
+fn metrics_runner(config: &Config, registry: &Registry, run: &RunDir) -> Result<MetricsRunner> {
+    let metrics = &config.metrics;
+    let device = parse_device(&config.device)?;
+    let spec = match metrics.detector.as_str() {
+        "inception" | "fmnist-classifier" => metrics.detector.clone(),
+        path => config.path(Path::new(path)).display().to_string(),
+    };
+    let inception = metrics.inception_path.as_ref().map(|p| config.path(p));
+    let detector = difi_zoo::detectors::open(&spec, inception.as_deref(), device)?;
+    let dataset = build_dataset(config, registry)?;
+    let needs_real = metrics.list.iter().any(|m| m.starts_with("pr"));
+    let largest = metrics
+        .list
+        .iter()
+        .filter_map(|m| match Metric::parse(m) {
+            Ok(Metric::PrecisionRecall { num, .. }) => Some(num),
+            _ => None,
+        })
+        .max();
+    let reference = match &metrics.reference {
+        Some(path) => FeatureStats::load(&config.path(path))?,
+        None => {
+            let cached = run.root().join("metrics-reference.npz");
+            if cached.is_file() {
+                FeatureStats::load(&cached)?
+            } else {
+                let dataset = dataset.as_ref().context("metrics need a dataset or metrics.reference")?;
+                tracing::info!("computing reference statistics of the dataset with {}", detector.name());
+                let features = dataset_features(dataset.as_ref(), detector.as_ref(), metrics.batch_size, None)?;
+                let stats = FeatureStats::from_features(&features)?;
+                stats.save(&cached)?;
+                stats
+            }
+        }
+    };
+    let real_features = match (needs_real, &dataset) {
+        (true, Some(dataset)) => {
+            Some(dataset_features(dataset.as_ref(), detector.as_ref(), metrics.batch_size, largest)?)
+        }
+        _ => None,
+    };
+    Ok(MetricsRunner::new(&metrics.list, detector, reference, real_features, metrics.batch_size, config.seed, device)?)
 }

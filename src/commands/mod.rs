@@ -5,6 +5,7 @@ pub mod convert;
 pub mod dataset;
 pub mod distill;
 pub mod evaluate;
+pub mod fid;
 pub mod info;
 pub mod plugins;
 pub mod sample;

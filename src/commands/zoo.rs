@@ -33,6 +33,25 @@ pub enum Command {
     },
     /// List the EDM presets with their parameter counts.
     Presets,
+    /// Train the fmnist-classifier feature detector on a Fashion-MNIST
+    /// dataset (32×32) and report its accuracy on a test dataset.
+    TrainClassifier {
+        /// Training dataset (e.g. converted from train-images-idx3-ubyte.gz).
+        #[arg(long)]
+        train: PathBuf,
+        /// Test dataset (e.g. converted from t10k-images-idx3-ubyte.gz).
+        #[arg(long)]
+        test: PathBuf,
+        /// Where to write the weights (.safetensors).
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 10)]
+        epochs: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: i64,
+        #[arg(long, default_value = "auto")]
+        device: String,
+    },
 }
 
 #[derive(clap::Args)]
@@ -78,6 +97,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
             }
             Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
         }
+        Command::TrainClassifier { train, test, out, epochs, seed, device } => {
+            train_classifier(&train, &test, &out, epochs, seed, &device)
+        }
         Command::Presets => {
             println!("{:<26} {:>12}  architecture", "preset", "parameters");
             for name in PRESETS {
@@ -96,4 +118,44 @@ pub fn run(args: Args) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn train_classifier(
+    train: &std::path::Path,
+    test: &std::path::Path,
+    out: &std::path::Path,
+    epochs: usize,
+    seed: i64,
+    device: &str,
+) -> Result<ExitCode> {
+    use difi_datasets::ImageArchive;
+    use difi_datasets::export::to_tensors;
+    use difi_zoo::fmnist_classifier::FmnistClassifier;
+    let device = parse_device(device)?;
+    let load = |path: &std::path::Path| -> Result<(tch::Tensor, tch::Tensor)> {
+        let (images, labels) = to_tensors(&ImageArchive::open(path)?)?;
+        let labels = labels.with_context(|| format!("{}: the classifier needs labels", path.display()))?;
+        Ok((images, labels))
+    };
+    let (train_images, train_labels) = load(train)?;
+    let (test_images, test_labels) = load(test)?;
+    let started = std::time::Instant::now();
+    let mut classifier = FmnistClassifier::new(device);
+    classifier.train(&train_images, &train_labels, epochs, seed, |epoch, loss| {
+        eprintln!("epoch {epoch}: loss {loss:.4} ({:.0} s)", started.elapsed().as_secs_f64());
+    })?;
+    let train_accuracy = classifier.accuracy(&train_images, &train_labels)?;
+    let test_accuracy = classifier.accuracy(&test_images, &test_labels)?;
+    let metadata = std::collections::HashMap::from([
+        ("difi_role".to_string(), "fmnist-classifier".to_string()),
+        ("train_accuracy".to_string(), format!("{train_accuracy:.4}")),
+        ("test_accuracy".to_string(), format!("{test_accuracy:.4}")),
+        ("epochs".to_string(), epochs.to_string()),
+        ("seed".to_string(), seed.to_string()),
+        ("train".to_string(), train.display().to_string()),
+        ("test".to_string(), test.display().to_string()),
+    ]);
+    classifier.save(out, &metadata)?;
+    println!("train accuracy {train_accuracy:.4}, test accuracy {test_accuracy:.4} → {}", out.display());
+    Ok(ExitCode::SUCCESS)
 }

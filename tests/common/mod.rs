@@ -83,3 +83,19 @@ pub fn build_dmd_plugin() -> PathBuf {
     assert!(lib.is_file(), "{} was not built", lib.display());
     lib
 }
+
+/// Runs `difi ARGS…` with environment changes (`None` removes a variable),
+/// expects failure, and returns stderr.
+pub fn difi_err_env(args: &[&str], env: &[(&str, Option<&str>)]) -> String {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_difi"));
+    command.current_dir(root()).env("OMP_NUM_THREADS", "1").args(["--log", "warn"]).args(args);
+    for (key, value) in env {
+        match value {
+            Some(v) => command.env(key, v),
+            None => command.env_remove(key),
+        };
+    }
+    let out = command.output().expect("run difi");
+    assert!(!out.status.success(), "difi {args:?} should have failed");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}

@@ -7,7 +7,9 @@
 //! | `mlp-generator` | generator | MLP one-step generator for vector data |
 //! | `mlp-denoiser` | score model | EDM-preconditioned MLP denoiser for vector data |
 
+pub mod detectors;
 pub mod edm;
+pub mod fmnist_classifier;
 pub mod gmm;
 pub mod gmm_report;
 pub mod mlp;

@@ -71,3 +71,19 @@ pub fn export(archive: &ImageArchive, images: &Path, labels: Option<&Path>) -> R
     }
     Ok(())
 }
+
+/// The whole dataset in memory: uint8 images `[N, C, H, W]` and int64 labels
+/// `[N]` (for small datasets; training loops use [`crate::loader`]).
+pub fn to_tensors(archive: &ImageArchive) -> Result<(tch::Tensor, Option<tch::Tensor>)> {
+    let [c, h, w] = archive.shape();
+    let mut data: Vec<u8> = Vec::with_capacity(archive.len() * c * h * w);
+    for i in 0..archive.len() {
+        let pixels = archive.pixels(i)?;
+        for k in 0..c {
+            data.extend(pixels.data.iter().skip(k).step_by(c));
+        }
+    }
+    let images = tch::Tensor::from_slice(&data).reshape([archive.len() as i64, c as i64, h as i64, w as i64]);
+    let labels = archive.labels().map(tch::Tensor::from_slice);
+    Ok((images, labels))
+}

@@ -59,18 +59,23 @@ fn resize(p: &Pixels, width: usize, height: usize) -> Pixels {
     Pixels { width, height, channels: p.channels, data }
 }
 
-/// Applies the optional crop and the optional target size `(width, height)`;
-/// `None` means the image is skipped (too small for `center-crop-wide`).
+/// Applies the optional crop and the optional target size `(width, height)`
+/// (without one, crops keep their own size); `None` means the image is
+/// skipped (too small for `center-crop-wide`).
 pub fn apply(p: &Pixels, transform: Option<Transform>, size: Option<(usize, usize)>) -> Option<Pixels> {
-    let (width, height) = size.unwrap_or((p.width, p.height));
     match transform {
-        None => Some(resize(p, width, height)),
+        None => {
+            let (width, height) = size.unwrap_or((p.width, p.height));
+            Some(resize(p, width, height))
+        }
         Some(Transform::CenterCrop) => {
             let side = p.width.min(p.height);
             let cropped = crop(p, (p.height - side) / 2, (p.width - side) / 2, side, side);
+            let (width, height) = size.unwrap_or((side, side));
             Some(resize(&cropped, width, height))
         }
         Some(Transform::CenterCropWide) => {
+            let (width, height) = size.unwrap_or((p.width, p.height));
             let band = ((width as f64) * p.height as f64 / p.width as f64).round() as usize;
             if p.width < width || band < height {
                 return None;

@@ -108,7 +108,10 @@ fn build_network(params: EdmParams, ctx: &BuildContext<'_>) -> Result<EdmNetwork
     match &params.checkpoint {
         Some(path) => {
             let path = ctx.base_dir.join(path);
-            let tensors = checkpoint::load(&path)?.into_map();
+            // EDM's state_dict() keys all lie under `model.`; anything else in
+            // the file (reference inputs and outputs) is not the network's.
+            let tensors =
+                checkpoint::load(&path)?.into_map().into_iter().filter(|(k, _)| k.starts_with("model.")).collect();
             network.load_weights(&tensors, &path)?;
         }
         None => tracing::warn!("edm network without a checkpoint: EDM's random initialisation"),
