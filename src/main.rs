@@ -37,6 +37,8 @@ pub struct ConfigArgs {
 enum Command {
     /// Train a one-step generator from a teacher (or resume a run).
     Distill(commands::distill::Args),
+    /// Time Diff-Instruct iterations of a config (speed and memory).
+    Bench(commands::bench::Args),
     /// Validate a config, build its networks, and print it fully resolved.
     Check(commands::check::Args),
     /// Draw samples from a trained generator into a .npy file.
@@ -65,6 +67,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Distill(args) => commands::distill::run(args),
         Command::Check(args) => commands::check::run(args),
+        Command::Bench(args) => commands::bench::run(args),
         Command::Sample(args) => commands::sample::run(args),
         Command::Evaluate(args) => commands::evaluate::run(args),
         Command::Fid(args) => commands::fid::run(args),

@@ -34,6 +34,9 @@ fn plugin_name<'a>(component: &'a Component, role: &str) -> Result<&'a str> {
 
 /// Builds the teacher (frozen, in eval mode).
 pub fn build_teacher(config: &Config, registry: &Registry, device: Device) -> Result<Box<dyn ScoreModel>> {
+    if device.is_cuda() {
+        crate::device::configure_cuda(config.allow_tf32);
+    }
     reseed(config.seed, Stream::Init, 0);
     let ctx = BuildContext { device, teacher: None, base_dir: config.base_dir() };
     let name = plugin_name(&config.teacher, "teacher")?;
@@ -105,6 +108,9 @@ fn build_fake_score(
 
 /// Builds every network of a run on `device`.
 pub fn build_networks(config: &Config, registry: &Registry, device: Device) -> Result<DynNetworks> {
+    if device.is_cuda() {
+        crate::device::configure_cuda(config.allow_tf32);
+    }
     let teacher = build_teacher(config, registry, device)?;
     let generator = build_generator(config, registry, device, teacher.as_ref())?;
     let generator_ema = build_generator(config, registry, device, teacher.as_ref())?;

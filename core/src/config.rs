@@ -31,6 +31,10 @@ pub struct Config {
     /// `auto`, `cpu`, `cuda` or `cuda:N`.
     #[serde(default = "default_device")]
     pub device: String,
+    /// Let CUDA compute float32 convolutions and matrix products in TF32
+    /// (faster, ~1e-3 relative error); off by default, as in EDM.
+    #[serde(default)]
+    pub allow_tf32: bool,
     /// Directory that relative paths are relative to (default: the config's own directory).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base_dir: Option<PathBuf>,

@@ -95,3 +95,67 @@ mod tests {
         assert!(a >= 0);
     }
 }
+
+/// Memory in use on CUDA device `index`, in MiB, from NVIDIA's management
+/// library (device-wide: libtorch's caching allocator holds what it has
+/// reserved, so after some iterations this is the run's peak). `None` where
+/// there is no NVML or no such device.
+pub fn gpu_memory_used_mib(index: usize) -> Option<f64> {
+    use std::ffi::c_void;
+    #[repr(C)]
+    struct Memory {
+        total: u64,
+        free: u64,
+        used: u64,
+    }
+    type Init = unsafe extern "C" fn() -> i32;
+    type Handle = unsafe extern "C" fn(u32, *mut *mut c_void) -> i32;
+    type MemoryInfo = unsafe extern "C" fn(*mut c_void, *mut Memory) -> i32;
+    static NVML: std::sync::OnceLock<Option<libloading::Library>> = std::sync::OnceLock::new();
+    // SAFETY: NVML's documented C entry points with their documented
+    // signatures; the library stays loaded for the process.
+    unsafe {
+        let library = NVML.get_or_init(|| libloading::Library::new("libnvidia-ml.so.1").ok()).as_ref()?;
+        let init: libloading::Symbol<Init> = library.get(b"nvmlInit_v2\0").ok()?;
+        if init() != 0 {
+            return None;
+        }
+        let handle_of: libloading::Symbol<Handle> = library.get(b"nvmlDeviceGetHandleByIndex_v2\0").ok()?;
+        let mut handle = std::ptr::null_mut();
+        if handle_of(index as u32, &mut handle) != 0 {
+            return None;
+        }
+        let memory_of: libloading::Symbol<MemoryInfo> = library.get(b"nvmlDeviceGetMemoryInfo\0").ok()?;
+        let mut memory = Memory { total: 0, free: 0, used: 0 };
+        if memory_of(handle, &mut memory) != 0 {
+            return None;
+        }
+        Some(memory.used as f64 / (1024.0 * 1024.0))
+    }
+}
+
+// libtorch's global context, which tch does not wrap. These are the C++
+// symbols of `at::globalContext()` and two `at::Context` setters; on x86-64
+// and aarch64 a member function taking `bool` is called like a C function
+// whose first argument is `this`.
+unsafe extern "C" {
+    #[link_name = "_ZN2at13globalContextEv"]
+    fn at_global_context() -> *mut std::ffi::c_void;
+    #[link_name = "_ZN2at7Context17setAllowTF32CuDNNEb"]
+    fn at_context_set_allow_tf32_cudnn(context: *mut std::ffi::c_void, allow: bool);
+    #[link_name = "_ZN2at7Context18setAllowTF32CuBLASEb"]
+    fn at_context_set_allow_tf32_cublas(context: *mut std::ffi::c_void, allow: bool);
+}
+
+/// Sets how CUDA runs float32 work, as EDM's training does: TF32 off (full
+/// float32 precision in convolutions and matrix products) unless
+/// `allow_tf32`, and cuDNN's autotuner on (the shapes of a run never change).
+pub fn configure_cuda(allow_tf32: bool) {
+    // SAFETY: libtorch's own global setters, callable at any time.
+    unsafe {
+        let context = at_global_context();
+        at_context_set_allow_tf32_cudnn(context, allow_tf32);
+        at_context_set_allow_tf32_cublas(context, allow_tf32);
+    }
+    tch::Cuda::cudnn_set_benchmark(true);
+}

@@ -279,7 +279,10 @@ impl<G: Generator, T: ScoreModel, F: ScoreModel, D: Divergence> Trainer<G, T, F,
             let done = self.state.nimg >= total_nimg;
             if done || self.state.nimg >= self.state.tick_start_nimg + tick_nimg {
                 self.state.elapsed_s = elapsed_before + started.elapsed().as_secs_f64();
-                let line = tick.finish(&self.state);
+                if let Device::Cuda(index) = self.device {
+                    tch::Cuda::synchronize(index as i64);
+                }
+                let line = tick.finish(&self.state, self.device);
                 bar.set_message(format!(
                     "loss fake {:.4} gen {:.4}",
                     line["loss_fake_score"].as_f64().unwrap_or(f64::NAN),
@@ -463,7 +466,7 @@ impl TickAccumulator {
         }
     }
 
-    fn finish(&self, state: &TrainState) -> serde_json::Value {
+    fn finish(&self, state: &TrainState, device: Device) -> serde_json::Value {
         let seconds = self.started.elapsed().as_secs_f64();
         let kimg_done = (state.nimg - self.start_nimg) as f64 / 1000.0;
         let mean = |sum: f64| if self.count > 0 { Some(sum / self.count as f64) } else { None };
@@ -477,6 +480,10 @@ impl TickAccumulator {
             "sec_per_kimg": if kimg_done > 0.0 { seconds / kimg_done } else { 0.0 },
             "total_time_s": state.elapsed_s,
             "rss_mib": resident_memory_mib(),
+            "gpu_mem_mib": match device {
+                Device::Cuda(index) => crate::device::gpu_memory_used_mib(index),
+                _ => None,
+            },
         })
     }
 }

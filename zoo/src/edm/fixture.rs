@@ -49,6 +49,10 @@ pub fn verify(path: &Path, precision: Precision, device: Device) -> Result<Fixtu
     let args = architecture_in_metadata(path)?
         .ok_or_else(|| Error::checkpoint(path, "no `precond` and `kwargs` metadata describing the network"))?;
     let config = args.resolve().map_err(|e| Error::checkpoint(path, e.to_string()))?;
+    if device.is_cuda() {
+        // Full float32 on the GPU, as the reference runs.
+        difi_core::device::configure_cuda(false);
+    }
     let file = checkpoint::load(path)?;
     let metadata = file.metadata.clone();
     let tensors = file.into_map();

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# GPU checks and benchmarks, run on a CUDA machine from the repository root
+# after scripts/prepare-device.sh (locally) has filled .device/. Everything
+# printed is also written to $OUT/device.log, results to $OUT/*.json.
+set -u
+OUT=${OUT:-/tmp/difi-device}
+mkdir -p "$OUT"
+exec > >(tee "$OUT/device.log") 2>&1
+export LD_LIBRARY_PATH="$(python3 -c 'import torch, os; print(os.path.dirname(torch.__file__))')/lib"
+D=.device/difi
+F=.device/fixtures
+step() { echo; echo "== $* ($(date +%T))"; }
+
+step "machine"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+$D info
+
+step "EDM fixtures on CUDA: float32 (bounds enforced), float16, bfloat16"
+$D zoo verify --device cuda --json $F/edm/*.safetensors | tee "$OUT/verify-fp32.jsonl"
+$D zoo verify --device cuda --precision fp16 --json $F/edm/*.safetensors | tee "$OUT/verify-fp16.jsonl"
+$D zoo verify --device cuda --precision bf16 --json $F/edm/*.safetensors | tee "$OUT/verify-bf16.jsonl"
+
+step "toy distillation on CUDA"
+$D --log warn distill configs/toy-gmm.ron --outdir "$OUT/toy" --set device=cuda && $D evaluate --run "$OUT/toy"
+tail -1 "$OUT/toy/stats.jsonl"
+
+step "proxy-FID of Fashion-MNIST test images on CUDA (CPU gives 0.007386144618024559)"
+[ -f .device/fashion-mnist-test.zip ] && $D fid --ref zoo/weights/fashion-mnist-32x32-fmnist-classifier.npz \
+    .device/fashion-mnist-test.zip --detector fmnist-classifier --device cuda
+
+step "EDM teacher distillation with metrics at every snapshot, on CUDA"
+python3 tests/python/detector_reference.py make "$OUT/stand-in.pt"
+cat > "$OUT/edm-metrics.ron" <<RON
+(
+    version: 1,
+    device: "cuda",
+    teacher: (plugin: "edm", params: (checkpoint: "$PWD/$F/edm/songunet-skip-vp.safetensors")),
+    generator: (init_from: "teacher"),
+    fake_score: (init_from: "teacher"),
+    dataset: (plugin: "zip", params: (path: "$PWD/$F/data/digits-8x8-labelled.zip", use_labels: Some(false))),
+    schedule: (batch_size: 64, total_kimg: 1.28, tick_kimg: 0.64, snapshot_ticks: 1),
+    metrics: (list: ["fid1k_full", "pr1k3_full"], detector: "$OUT/stand-in.pt"),
+)
+RON
+$D --log warn distill "$OUT/edm-metrics.ron" --outdir "$OUT/edm-run" && cat "$OUT/edm-run/metrics.jsonl" && tail -1 "$OUT/edm-run/stats.jsonl"
+
+step "benchmarks: one Diff-Instruct iteration on EDM's CIFAR-10 DDPM++ (55.7M parameters per network)"
+for setting in "schedule.batch_size=64" "schedule.batch_size=128" \
+    "schedule.batch_size=128 --set allow_tf32=true" "schedule.batch_size=128 --set teacher.params.precision=fp16" \
+    "schedule.batch_size=256 --set teacher.params.precision=fp16"; do
+    echo "-- $setting"
+    $D --log error bench configs/bench-cifar10.ron --set $setting --iterations 10 --warmup 3 --json | tee -a "$OUT/bench.jsonl"
+done
+step "done"
