@@ -117,3 +117,23 @@ fn cuda_support_is_linked_into_the_binary() {
     assert!(info.contains("libtorch_cuda linked"), "{info}");
     assert!(info.contains("libtorch 2.11.0"), "{info}");
 }
+
+#[test]
+fn bench_reports_speed_and_memory() {
+    let out = difi_ok(&[
+        "bench",
+        "configs/toy-gmm.ron",
+        "--iterations",
+        "3",
+        "--warmup",
+        "1",
+        "--json",
+        "--set",
+        "device=cpu",
+    ]);
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["batch_size"], 256);
+    for key in ["sec_per_iteration", "generator_images_per_s", "sec_per_kimg", "rss_mib"] {
+        assert!(report[key].as_f64().is_some_and(|v| v > 0.0), "{key}: {report}");
+    }
+}
