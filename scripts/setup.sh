@@ -7,7 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 venv=.venv
-stamp="$venv/.difi-setup-1"
+# The stamp names the requirements it installed, so changing them reinstalls.
+stamp="$venv/.difi-setup-$(sha256sum scripts/requirements.txt | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
     python3 -m venv "$venv"
     "$venv/bin/python" -m pip install --quiet --upgrade pip
@@ -17,3 +18,20 @@ if [ ! -f "$stamp" ]; then
 fi
 torch_dir=$("$venv/bin/python" -c 'import os, torch; print(os.path.dirname(torch.__file__))')
 ln -sfn "$torch_dir" .libtorch
+
+# The Fashion-MNIST tests and demo read Debian's dataset-fashion-mnist.
+if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] && command -v apt-get >/dev/null 2>&1; then
+    if [ "$(id -u)" = "0" ]; then
+        sudo=""
+    elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+        sudo="sudo"
+    else
+        sudo="none"
+    fi
+    if [ "$sudo" = "none" ]; then
+        echo "note: install Debian's dataset-fashion-mnist (apt-get install dataset-fashion-mnist) for the Fashion-MNIST tests" >&2
+    else
+        echo "installing Debian's dataset-fashion-mnist" >&2
+        $sudo apt-get update -qq && $sudo apt-get install -y -qq --no-install-recommends dataset-fashion-mnist >/dev/null
+    fi
+fi

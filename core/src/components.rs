@@ -108,9 +108,6 @@ fn build_fake_score(
 
 /// Builds every network of a run on `device`.
 pub fn build_networks(config: &Config, registry: &Registry, device: Device) -> Result<DynNetworks> {
-    if device.is_cuda() {
-        crate::device::configure_cuda(config.allow_tf32);
-    }
     let teacher = build_teacher(config, registry, device)?;
     let generator = build_generator(config, registry, device, teacher.as_ref())?;
     let generator_ema = build_generator(config, registry, device, teacher.as_ref())?;

@@ -286,22 +286,18 @@ impl Config {
         crate::device::parse_device(&self.device)?;
         let ctx = ResolveContext { base_dir: self.base_dir() };
         resolve_component(registry, &ctx, Kind::ScoreModel, "teacher", &mut resolved.teacher)?;
+        if resolved.teacher.init_from.is_some() {
+            return Err(Error::config("teacher.init_from", "the teacher cannot be initialised from another role"));
+        }
         Ok(resolved)
     }
 
     /// Checks every component against the registry and fills in all defaults.
     /// The result is what a run records as its config.
     pub fn resolve(&self, registry: &Registry) -> Result<Config> {
-        let mut resolved = self.clone();
-        resolved.base_dir = Some(self.base_dir().to_path_buf());
-        resolved.plugins = self.plugins.iter().map(|p| self.path(p)).collect();
-        crate::device::parse_device(&self.device)?;
+        let mut resolved = self.resolve_teacher(registry)?;
         let ctx = ResolveContext { base_dir: self.base_dir() };
         let ctx = &ctx;
-        resolve_component(registry, ctx, Kind::ScoreModel, "teacher", &mut resolved.teacher)?;
-        if resolved.teacher.init_from.is_some() {
-            return Err(Error::config("teacher.init_from", "the teacher cannot be initialised from another role"));
-        }
         resolve_component(registry, ctx, Kind::Generator, "generator", &mut resolved.generator)?;
         resolve_component(registry, ctx, Kind::ScoreModel, "fake_score", &mut resolved.fake_score)?;
         resolve_component(registry, ctx, Kind::Divergence, "divergence", &mut resolved.divergence)?;

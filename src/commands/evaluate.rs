@@ -4,14 +4,11 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result, bail};
-use difi_core::checkpoint;
-use difi_core::components::{build_generator, build_teacher};
-use difi_core::device::{Stream, derive_seed, parse_device};
+use anyhow::{Result, bail};
+use difi_core::device::{Stream, derive_seed};
 use difi_core::registry::decode_params;
 use difi_core::run_dir::RunDir;
 use difi_core::sampling::generate_samples;
-use difi_core::trainer::GENERATOR_EMA;
 use difi_zoo::gmm::{Gmm, GmmParams};
 use difi_zoo::gmm_report::GmmReport;
 
@@ -40,21 +37,13 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<ExitCode> {
     let run = RunDir::open(&args.run)?;
-    let (config, registry) = super::load_resolved(&run.config_path(), &args.config_args)?;
-    if config.teacher.plugin.as_deref() != Some("gmm") {
+    let loaded = super::load_generator(&args.run, args.checkpoint.as_deref(), false, None, &args.config_args)?;
+    let teacher = &loaded.config.teacher;
+    if teacher.plugin.as_deref() != Some("gmm") {
         bail!("`difi evaluate` measures runs with an exact `gmm` teacher; judge image runs with FID");
     }
-    let params: GmmParams = decode_params(&config.teacher.params)?;
-    let snapshot = match &args.checkpoint {
-        Some(path) => path.clone(),
-        None => run.latest_snapshot()?.with_context(|| format!("{} has no snapshot yet", run.root().display()))?,
-    };
-    let device = parse_device(&config.device)?;
-    let teacher = build_teacher(&config, &registry, device)?;
-    let mut generator = build_generator(&config, &registry, device, teacher.as_ref())?;
-    checkpoint::load_into(generator.var_store_mut(), &snapshot.join(GENERATOR_EMA))?;
-    generator.set_train(false);
-    let (samples, _) = generate_samples(generator.as_ref(), args.n, 1000, args.seed, device)?;
+    let params: GmmParams = decode_params(&teacher.params)?;
+    let (samples, _) = generate_samples(loaded.generator.as_ref(), args.n, 1000, args.seed, loaded.device)?;
 
     let gmm = Gmm::new(&params, tch::Device::Cpu)?;
     tch::manual_seed(derive_seed(args.seed, Stream::Sampling, u64::MAX));
@@ -62,7 +51,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
-        println!("{} ({} samples from {})", run.root().display(), args.n, snapshot.display());
+        println!("{} ({} samples from {})", run.root().display(), args.n, loaded.weights.display());
         println!("{}", report.summary());
     }
     Ok(ExitCode::SUCCESS)

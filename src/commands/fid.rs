@@ -5,14 +5,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
-use difi_core::checkpoint;
-use difi_core::components::{build_generator, build_teacher};
 use difi_core::device::parse_device;
 use difi_core::metrics::detector::{FeatureDetector, dataset_features, generator_features};
 use difi_core::metrics::precision_recall::precision_recall;
 use difi_core::metrics::{FeatureStats, frechet_distance};
 use difi_core::run_dir::RunDir;
-use difi_core::trainer::GENERATOR_EMA;
 use difi_datasets::{ImageDataset, ImageDatasetParams};
 use tch::{Device, Tensor};
 
@@ -188,12 +185,7 @@ fn generated_features(args: &Args, source: &Path, detector: &dyn FeatureDetector
         let latest = run.latest_snapshot()?.with_context(|| format!("{} has no snapshot yet", source.display()))?;
         (source.to_path_buf(), latest)
     };
-    let run = RunDir::open(&run_dir)?;
-    let (config, registry) = super::load_resolved(&run.config_path(), &args.config_args)?;
-    let teacher = build_teacher(&config, &registry, device)?;
-    let mut generator = build_generator(&config, &registry, device, teacher.as_ref())?;
-    checkpoint::load_into(generator.var_store_mut(), &snapshot.join(GENERATOR_EMA))?;
-    generator.set_train(false);
+    let loaded = super::load_generator(&run_dir, Some(&snapshot), false, Some(device), &args.config_args)?;
     let num = args.num.unwrap_or(50_000);
-    Ok(generator_features(generator.as_ref(), detector, num, args.detector.batch.max(1), args.seed, device)?)
+    Ok(generator_features(loaded.generator.as_ref(), detector, num, args.detector.batch.max(1), args.seed, device)?)
 }

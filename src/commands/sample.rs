@@ -6,14 +6,12 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
-use difi_core::checkpoint;
-use difi_core::components::{build_generator, build_teacher};
+use difi_core::components::build_teacher;
 use difi_core::device::{Stream, parse_device, reseed};
 use difi_core::image;
-use difi_core::run_dir::RunDir;
 use difi_core::sampler::HeunSampler;
 use difi_core::sampling::generate_samples;
-use difi_core::trainer::{GENERATOR, GENERATOR_EMA, random_labels};
+use difi_core::trainer::random_labels;
 use difi_core::traits::ScoreModel;
 use tch::{Device, Kind, Tensor};
 
@@ -107,26 +105,13 @@ pub fn run(args: Args) -> Result<ExitCode> {
 }
 
 fn sample_generator(args: &Args, run: &Path) -> Result<(Tensor, String)> {
-    let run = RunDir::open(run)?;
-    let snapshot = match &args.checkpoint {
-        Some(path) => path.clone(),
-        None => run.latest_snapshot()?.with_context(|| format!("{} has no snapshot yet", run.root().display()))?,
-    };
-    let (mut config, registry) = super::load_resolved(&run.config_path(), &args.config_args)?;
-    if let Some(device) = &args.device {
-        config.device = device.clone();
-    }
-    let device = parse_device(&config.device)?;
-    let teacher = build_teacher(&config, &registry, device)?;
-    let mut generator = build_generator(&config, &registry, device, teacher.as_ref())?;
-    let weights = snapshot.join(if args.no_ema { GENERATOR } else { GENERATOR_EMA });
-    checkpoint::load_into(generator.var_store_mut(), &weights)?;
-    generator.set_train(false);
     if args.class.is_some() {
         bail!("--class applies to --teacher; a run's generator samples uniformly random classes");
     }
-    let (samples, _) = generate_samples(generator.as_ref(), args.n, args.batch, args.seed, device)?;
-    Ok((samples, format!("{} (1 NFE)", weights.display())))
+    let device = args.device.as_deref().map(parse_device).transpose()?;
+    let loaded = super::load_generator(run, args.checkpoint.as_deref(), args.no_ema, device, &args.config_args)?;
+    let (samples, _) = generate_samples(loaded.generator.as_ref(), args.n, args.batch, args.seed, loaded.device)?;
+    Ok((samples, format!("{} (1 NFE)", loaded.weights.display())))
 }
 
 fn sample_teacher(args: &Args, config_path: &Path) -> Result<(Tensor, String)> {
