@@ -8,7 +8,7 @@ mkdir -p "$OUT"
 exec > >(tee "$OUT/device.log") 2>&1
 export LD_LIBRARY_PATH="$(python3 -c 'import torch, os; print(os.path.dirname(torch.__file__))')/lib"
 D=.device/difi
-F=.device/fixtures
+F=tests/fixtures
 step() { echo; echo "== $* ($(date +%T))"; }
 
 step "machine"
@@ -25,7 +25,7 @@ $D --log warn distill configs/toy-gmm.ron --outdir "$OUT/toy" --set device=cuda 
 tail -1 "$OUT/toy/stats.jsonl"
 
 step "proxy-FID of Fashion-MNIST test images on CUDA (CPU gives 0.007386144618024559)"
-[ -f .device/fashion-mnist-test.zip ] && $D fid --ref zoo/weights/fashion-mnist-32x32-fmnist-classifier.npz \
+[ -f .device/fashion-mnist-test.zip ] && $D fid --ref metrics/weights/fashion-mnist-32x32-fmnist-classifier.npz \
     .device/fashion-mnist-test.zip --detector fmnist-classifier --device cuda
 
 step "EDM teacher distillation with metrics at every snapshot, on CUDA"

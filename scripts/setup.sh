@@ -16,7 +16,9 @@ if [ ! -f "$stamp" ]; then
     "$venv/bin/python" -m pip install --quiet -r scripts/requirements.txt
     touch "$stamp"
 fi
-torch_dir=$("$venv/bin/python" -c 'import os, torch; print(os.path.dirname(torch.__file__))')
+# A relative link, so the checkout can move (binaries find libtorch through
+# `$ORIGIN`-relative rpaths that pass through it).
+torch_dir=$("$venv/bin/python" -c 'import os, torch; print(os.path.relpath(os.path.dirname(torch.__file__)))')
 ln -sfn "$torch_dir" .libtorch
 
 # The Fashion-MNIST tests and demo read Debian's dataset-fashion-mnist.

@@ -61,6 +61,7 @@ enum Command {
 
 fn main() -> ExitCode {
     difi_zoo::link();
+    difi_divergences::link();
     difi_datasets::link();
     let cli = Cli::parse();
     logging::init(&cli.log);

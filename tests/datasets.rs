@@ -18,7 +18,7 @@ use difi_datasets::{ImageArchive, ImageDataset, ImageDatasetParams};
 use tch::{Device, Kind, Tensor};
 
 fn fixture(name: &str) -> PathBuf {
-    root().join("../shared/fixtures/data").join(name)
+    root().join("tests/fixtures/data").join(name)
 }
 
 fn python(args: &[&str]) {

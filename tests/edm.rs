@@ -8,14 +8,14 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::{arg, difi, difi_err, difi_ok, root, scratch};
-use difi_core::checkpoint;
+use difi_formats::weights;
 use difi_zoo::edm::architecture_in_metadata;
 use difi_zoo::edm::fixture::relative_l2;
 use difi_zoo::edm::network::{EdmNetwork, Precision};
 use tch::Device;
 
 fn fixture(name: &str) -> PathBuf {
-    root().join("../shared/fixtures/edm").join(name)
+    root().join("tests/fixtures/edm").join(name)
 }
 
 const FIXTURES: [&str; 4] = [
@@ -48,8 +48,8 @@ fn converted_pickles_reproduce_the_original_networks() {
         difi_ok(&["convert", "edm", arg(&pickle), arg(&converted)]);
 
         // Weights: identical, under the same names.
-        let original = checkpoint::load(&reference).unwrap().into_map();
-        let written = checkpoint::load(&converted).unwrap().into_map();
+        let original = weights::load(&reference).unwrap().into_map();
+        let written = weights::load(&converted).unwrap().into_map();
         let weights: Vec<&String> = original.keys().filter(|k| k.starts_with("model.")).collect();
         assert_eq!(weights.len(), written.len(), "{name}");
         for key in weights {
@@ -111,7 +111,7 @@ fn zoo_verify_passes_the_fixtures_and_fails_a_tampered_network() {
 
     // The same file with one weight nudged: the check must fail.
     let dir = scratch("edm-tampered");
-    let file = checkpoint::load(&fixtures[1]).unwrap();
+    let file = weights::load(&fixtures[1]).unwrap();
     let metadata = file.metadata.clone();
     let tensors: Vec<(String, tch::Tensor)> = file
         .tensors
@@ -119,7 +119,7 @@ fn zoo_verify_passes_the_fixtures_and_fails_a_tampered_network() {
         .map(|(name, t)| if name == "model.enc.16x16_conv.weight" { (name, t * 1.01) } else { (name, t) })
         .collect();
     let tampered = dir.join("tampered.safetensors");
-    checkpoint::save(&tampered, &tensors, &metadata).unwrap();
+    weights::save(&tampered, &tensors, &metadata).unwrap();
     let out = difi(&["zoo", "verify", arg(&tampered)]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("FAIL"));
@@ -149,7 +149,8 @@ fn an_edm_teacher_distills_into_a_generator_initialised_from_it() {
             generator: (init_from: "teacher", params: (sigma_init: 2.5)),
             fake_score: (init_from: "teacher"),
             divergence: (plugin: "ikl"),
-            schedule: (batch_size: 4, total_kimg: 0.016, tick_kimg: 0.008, snapshot_ticks: 1, fake_warmup_iters: 1),
+            fake_warmup_iters: 1,
+            schedule: (batch_size: 4, total_kimg: 0.016, tick_kimg: 0.008, snapshot_ticks: 1),
         )"#,
     )
     .unwrap();

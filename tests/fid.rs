@@ -9,11 +9,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::{arg, difi_err, difi_ok, root, scratch};
-use difi_core::metrics::{FeatureStats, frechet_distance};
+use difi_metrics::{FeatureStats, frechet_distance};
 use tch::{Kind, Tensor};
 
 fn fid_fixture(name: &str) -> PathBuf {
-    root().join("../shared/fixtures/fid").join(name)
+    root().join("tests/fixtures/fid").join(name)
 }
 
 /// The value of the last line (`FID x` or `proxy-FID x`).
@@ -93,7 +93,7 @@ fn torchscript_detectors_give_the_references_statistics() {
     let dir = scratch("fid-torchscript");
     let detector = dir.join("stand-in.pt");
     python("detector_reference.py", &["make", arg(&detector)]);
-    let digits = |n: &str| root().join("../shared/fixtures/data").join(n);
+    let digits = |n: &str| root().join("tests/fixtures/data").join(n);
     let mut stats = Vec::new();
     for name in ["digits-8x8-rgb.zip", "digits-8x8-labelled.zip"] {
         let python_stats = dir.join(format!("{name}.python.npz"));
@@ -159,9 +159,9 @@ fn the_fashion_mnist_proxy_detector_is_accurate_and_its_reference_reproducible()
     difi_ok(&["dataset", "convert", "--source", arg(&source.join("t10k-images-idx3-ubyte.gz")), "--dest", arg(&test)]);
 
     // Test accuracy as recorded with the committed weights.
-    use difi_zoo::fmnist_classifier::FmnistClassifier;
-    let weights = difi_zoo::detectors::FMNIST_CLASSIFIER;
-    let metadata = difi_core::checkpoint::parse(weights, Path::new("fmnist-classifier")).unwrap().metadata;
+    use difi_metrics::fmnist_classifier::FmnistClassifier;
+    let weights = difi_metrics::detectors::FMNIST_CLASSIFIER;
+    let metadata = difi_formats::weights::parse(weights, Path::new("fmnist-classifier")).unwrap().metadata;
     let recorded: f64 = metadata["test_accuracy"].parse().unwrap();
     let classifier = FmnistClassifier::from_bytes(weights, Path::new("fmnist-classifier"), tch::Device::Cpu).unwrap();
     let (images, labels) =
@@ -171,7 +171,7 @@ fn the_fashion_mnist_proxy_detector_is_accurate_and_its_reference_reproducible()
     assert!((accuracy - recorded).abs() < 1e-3 && accuracy > 0.9, "{accuracy} vs {recorded}");
 
     // The committed reference statistics are those of the training set.
-    let committed = root().join("zoo/weights/fashion-mnist-32x32-fmnist-classifier.npz");
+    let committed = root().join("metrics/weights/fashion-mnist-32x32-fmnist-classifier.npz");
     let again = dir.join("ref.npz");
     difi_ok(&["fid", "ref", arg(&train), "--detector", "fmnist-classifier", "-o", arg(&again), "--device", "cpu"]);
     let (a, b) = (FeatureStats::load(&again).unwrap(), FeatureStats::load(&committed).unwrap());
@@ -188,8 +188,8 @@ fn training_appends_metrics_at_every_snapshot() {
     let dir = scratch("fid-training");
     let detector = dir.join("stand-in.pt");
     python("detector_reference.py", &["make", arg(&detector)]);
-    let teacher = root().join("../shared/fixtures/edm/songunet-skip-vp.safetensors");
-    let dataset = root().join("../shared/fixtures/data/digits-8x8-labelled.zip");
+    let teacher = root().join("tests/fixtures/edm/songunet-skip-vp.safetensors");
+    let dataset = root().join("tests/fixtures/data/digits-8x8-labelled.zip");
     let config = dir.join("run.ron");
     std::fs::write(
         &config,

@@ -10,22 +10,22 @@ use std::process::Command;
 use common::{arg, build_dmd_plugin, difi_err, difi_ok, latest_snapshot, scratch};
 
 #[test]
-fn builtin_plugins_are_listed_with_kind_and_origin() {
+fn builtin_plugins_are_listed_with_role_and_origin() {
     let listing = difi_ok(&["plugins"]);
-    for (kind, name, origin) in [
+    for (role, name, origin) in [
         ("score-model", "gmm", "difi-zoo"),
         ("score-model", "mlp-denoiser", "difi-zoo"),
         ("generator", "mlp-generator", "difi-zoo"),
-        ("divergence", "ikl", "difi-core"),
+        ("divergence", "ikl", "difi-divergences"),
         ("score-model", "edm", "difi-zoo"),
         ("dataset", "zip", "difi-datasets"),
         ("dataset", "folder", "difi-datasets"),
     ] {
         let found = listing.lines().any(|line| {
             let fields: Vec<&str> = line.split_whitespace().collect();
-            fields == [kind, name, origin]
+            fields == [role, name, origin]
         });
-        assert!(found, "`{kind} {name} {origin}` missing from:\n{listing}");
+        assert!(found, "`{role} {name} {origin}` missing from:\n{listing}");
     }
 }
 
@@ -56,7 +56,7 @@ fn example_plugin_loads_registers_and_trains() {
         "--set",
         "schedule.tick_kimg=5",
         "--set",
-        "schedule.fake_warmup_iters=10",
+        "fake_warmup_iters=10",
     ]);
     // The run recorded the library and the plugin's resolved params.
     let config = std::fs::read_to_string(run.join("config.ron")).unwrap();
@@ -170,6 +170,7 @@ fn a_plugin_named_twice_is_an_error() {
 #[test]
 fn every_builtin_plugin_resolves_its_defaults_stably() {
     difi_zoo::link();
+    difi_divergences::link();
     difi_datasets::link();
     let registry = difi_core::registry::Registry::with_builtins().unwrap();
     let ctx = difi_core::registry::ResolveContext { base_dir: std::path::Path::new(".") };

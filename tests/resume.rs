@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{arg, difi_ok, latest_snapshot, root, scratch};
-use difi_core::checkpoint;
+use difi_formats::weights;
 
 /// A short toy run: 200 kimg in ticks of 4 kimg, a snapshot every 2 ticks.
 const SHORT: [&str; 8] = [
@@ -20,7 +20,7 @@ const SHORT: [&str; 8] = [
     "--set",
     "schedule.snapshot_ticks=2",
     "--set",
-    "schedule.fake_warmup_iters=20",
+    "fake_warmup_iters=20",
 ];
 
 fn distill(run: &Path, extra: &[&str]) {
@@ -34,8 +34,8 @@ fn distill(run: &Path, extra: &[&str]) {
 fn max_difference(a: &Path, b: &Path) -> f64 {
     let mut worst: f64 = 0.0;
     for file in ["generator.safetensors", "generator_ema.safetensors", "fake_score.safetensors"] {
-        let left = checkpoint::load(&a.join(file)).expect("snapshot").into_map();
-        let right = checkpoint::load(&b.join(file)).expect("snapshot").into_map();
+        let left = weights::load(&a.join(file)).expect("snapshot").into_map();
+        let right = weights::load(&b.join(file)).expect("snapshot").into_map();
         assert_eq!(left.len(), right.len(), "{file}");
         for (name, tensor) in &left {
             let other = right.get(name).unwrap_or_else(|| panic!("{file} lacks {name}"));

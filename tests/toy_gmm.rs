@@ -17,7 +17,7 @@
 mod common;
 
 use common::{arg, difi_ok, scratch};
-use difi_zoo::gmm::GmmParams;
+use difi_zoo::toy::gmm::GmmParams;
 
 fn distill_and_evaluate(name: &str, teacher: Option<&GmmParams>, extra: &[&str]) -> serde_json::Value {
     let run = scratch(name).join("run");

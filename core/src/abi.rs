@@ -257,8 +257,7 @@ pub unsafe fn borrow_handle(ptr: *mut C_tensor) -> Option<Tensor> {
 unsafe extern "C" fn resolve_trampoline<T: ForeignDivergence>(params: Bytes, out: Sink) -> i32 {
     let mut result = String::new();
     let status = guarded(&out, || {
-        let ctx = crate::registry::ResolveContext { base_dir: std::path::Path::new(".") };
-        let resolved = crate::registry::resolve_params::<T::Params>(&parse_params(&params)?, &ctx)?;
+        let resolved = crate::params::resolve_params::<T::Params>(&parse_params(&params)?)?;
         result = resolved.to_string();
         Ok(())
     });
@@ -274,7 +273,7 @@ unsafe extern "C" fn create_trampoline<T: ForeignDivergence>(
     error: Sink,
 ) -> i32 {
     guarded(&error, || {
-        let typed: T::Params = crate::registry::decode_params(&parse_params(&params)?)?;
+        let typed: T::Params = crate::params::decode_params(&parse_params(&params)?)?;
         let instance = Box::new(T::new(typed)?);
         // SAFETY: the host passes a valid out-pointer.
         unsafe { *state = Box::into_raw(instance) as *mut c_void };

@@ -1,9 +1,9 @@
-//! The one error type of difi-core. Variants carry the names a user needs to
+//! The one error type of difi-core and the libraries built on it. Variants carry the names a user needs to
 //! find the problem: the config key, the file, the plugin, the tensor.
 
 use std::path::PathBuf;
 
-use crate::registry::Kind;
+use crate::role::Role;
 
 /// Errors of difi-core and of the plugins built on it.
 #[derive(Debug, thiserror::Error)]
@@ -27,11 +27,11 @@ pub enum Error {
     #[error("config{}: {message}", if key.is_empty() { String::new() } else { format!(" `{key}`") })]
     Config { key: String, message: String },
     /// No plugin of this kind has this name.
-    #[error("unknown {kind} plugin `{name}` (registered: {available})")]
-    UnknownPlugin { kind: Kind, name: String, available: String },
+    #[error("unknown {role} plugin `{name}` (registered: {available})")]
+    UnknownPlugin { role: Role, name: String, available: String },
     /// Two plugins claim the same name.
-    #[error("{kind} plugin `{name}` is registered twice: by {first} and by {second}")]
-    DuplicatePlugin { kind: Kind, name: String, first: String, second: String },
+    #[error("{role} plugin `{name}` is registered twice: by {first} and by {second}")]
+    DuplicatePlugin { role: Role, name: String, first: String, second: String },
     /// A runtime plugin library was refused or failed.
     #[error("plugin library {}: {message}", path.display())]
     PluginLibrary { path: PathBuf, message: String },
@@ -47,9 +47,6 @@ pub enum Error {
     /// A plugin reported a failure in its own words.
     #[error("{plugin}: {message}")]
     Plugin { plugin: String, message: String },
-    /// The run was stopped by the user (Ctrl-C) after writing a snapshot.
-    #[error("interrupted; resume with `difi distill --resume {}`", run_dir.display())]
-    Interrupted { run_dir: PathBuf },
 }
 
 /// Result with [`Error`] as the default error.

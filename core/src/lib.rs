@@ -1,29 +1,30 @@
-//! difi-core: the traits, registry, config, trainer and file formats of difi,
-//! a framework that distills pre-trained diffusion models into one-step
-//! generators without training data (Diff-Instruct).
+//! difi-core: what a plugin author needs, and nothing else.
 //!
-//! The method in one function: [`Trainer::iteration`](trainer::Trainer::iteration).
+//! - [`traits`]: the four roles of a run (`ScoreModel`, `Generator`,
+//!   `Divergence`, `Dataset`);
+//! - [`registry`] and [`component`]: named factories with typed params, and
+//!   the `(plugin: "name", params: (…))` form that configs use to name them;
+//! - [`ron_tree`]: RON text as an untyped tree, `--set` overrides, printing;
+//! - [`draws`], [`rng`], [`device`]: random labels and noise levels, seeded
+//!   streams, device names;
+//! - [`error`]: the one error type;
+//! - [`abi`] and [`plugin_host`]: runtime plugin libraries.
+//!
+//! Its version is the runtime-plugin fingerprint, so it holds no training
+//! loop, file format or metric: those live in difi-train, difi-formats and
+//! difi-metrics.
 
 pub mod abi;
-pub mod checkpoint;
-pub mod components;
-pub mod config;
-pub mod denoiser_generator;
-pub mod denoising_loss;
+pub mod component;
 pub mod device;
-pub mod divergence;
+pub mod draws;
 pub mod error;
-pub mod image;
-pub mod metrics;
-pub mod optim;
-pub mod pickle;
+pub mod params;
 pub mod plugin_host;
 pub mod registry;
-pub mod run_dir;
-pub mod sampler;
-pub mod sampling;
-pub mod torch_legacy;
-pub mod trainer;
+pub mod rng;
+pub mod role;
+pub mod ron_tree;
 pub mod traits;
 
 pub use error::{Error, Result};

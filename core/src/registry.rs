@@ -7,7 +7,6 @@
 //! that plugin's type, with defaults, and unknown fields are errors.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::path::Path;
 
 use serde::Serialize;
@@ -15,30 +14,9 @@ use serde::de::DeserializeOwned;
 use tch::Device;
 
 use crate::error::{Error, Result};
+pub use crate::params::{Params, decode_params};
+pub use crate::role::Role;
 use crate::traits::{Dataset, Divergence, Generator, ScoreModel};
-
-/// Untyped plugin parameters as read from a config (a JSON-like tree).
-pub type Params = serde_json::Value;
-
-/// The role a plugin fills.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Kind {
-    ScoreModel,
-    Generator,
-    Divergence,
-    Dataset,
-}
-
-impl fmt::Display for Kind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Kind::ScoreModel => "score-model",
-            Kind::Generator => "generator",
-            Kind::Divergence => "divergence",
-            Kind::Dataset => "dataset",
-        })
-    }
-}
 
 /// What a factory may use while building: the device, the teacher (for shapes,
 /// labels and σ_data) and where relative paths start.
@@ -105,12 +83,12 @@ pub enum Builder {
 }
 
 impl Builder {
-    fn kind(&self) -> Kind {
+    fn role(&self) -> Role {
         match self {
-            Builder::ScoreModel(_) => Kind::ScoreModel,
-            Builder::Generator(_) => Kind::Generator,
-            Builder::Divergence(_) => Kind::Divergence,
-            Builder::Dataset(_) => Kind::Dataset,
+            Builder::ScoreModel(_) => Role::ScoreModel,
+            Builder::Generator(_) => Role::Generator,
+            Builder::Divergence(_) => Role::Divergence,
+            Builder::Dataset(_) => Role::Dataset,
         }
     }
 }
@@ -129,15 +107,15 @@ pub struct Entry {
 
 impl Entry {
     /// The role this plugin fills.
-    pub fn kind(&self) -> Kind {
-        self.builder.kind()
+    pub fn role(&self) -> Role {
+        self.builder.role()
     }
 }
 
-/// Every plugin known to this process, by kind and name.
+/// Every plugin known to this process, by role and name.
 #[derive(Default)]
 pub struct Registry {
-    entries: BTreeMap<(Kind, String), Entry>,
+    entries: BTreeMap<(Role, String), Entry>,
 }
 
 impl Registry {
@@ -155,12 +133,12 @@ impl Registry {
         Ok(registry)
     }
 
-    /// Adds a plugin; a name already taken for that kind is an error.
+    /// Adds a plugin; a name already taken for that role is an error.
     pub fn insert(&mut self, entry: Entry) -> Result<()> {
-        let key = (entry.kind(), entry.name.clone());
+        let key = (entry.role(), entry.name.clone());
         if let Some(existing) = self.entries.get(&key) {
             return Err(Error::DuplicatePlugin {
-                kind: key.0,
+                role: key.0,
                 name: key.1,
                 first: existing.origin.clone(),
                 second: entry.origin,
@@ -170,28 +148,28 @@ impl Registry {
         Ok(())
     }
 
-    /// All plugins, ordered by kind and name.
+    /// All plugins, ordered by role and name.
     pub fn entries(&self) -> impl Iterator<Item = &Entry> {
         self.entries.values()
     }
 
-    /// The plugin `name` of `kind`, or an error listing those that exist.
-    pub fn get(&self, kind: Kind, name: &str) -> Result<&Entry> {
-        self.entries.get(&(kind, name.to_string())).ok_or_else(|| Error::UnknownPlugin {
-            kind,
+    /// The plugin `name` of `role`, or an error listing those that exist.
+    pub fn get(&self, role: Role, name: &str) -> Result<&Entry> {
+        self.entries.get(&(role, name.to_string())).ok_or_else(|| Error::UnknownPlugin {
+            role,
             name: name.to_string(),
-            available: self.names(kind).join(", "),
+            available: self.names(role).join(", "),
         })
     }
 
-    /// Names registered for `kind`.
-    pub fn names(&self, kind: Kind) -> Vec<String> {
-        self.entries.keys().filter(|(k, _)| *k == kind).map(|(_, name)| name.clone()).collect()
+    /// Names registered for `role`.
+    pub fn names(&self, role: Role) -> Vec<String> {
+        self.entries.keys().filter(|(r, _)| *r == role).map(|(_, name)| name.clone()).collect()
     }
 
     /// Decodes `params` for plugin `name` and returns them with defaults filled in.
-    pub fn resolve(&self, kind: Kind, name: &str, params: &Params, ctx: &ResolveContext<'_>) -> Result<Params> {
-        (self.get(kind, name)?.resolve)(params, ctx)
+    pub fn resolve(&self, role: Role, name: &str, params: &Params, ctx: &ResolveContext<'_>) -> Result<Params> {
+        (self.get(role, name)?.resolve)(params, ctx)
     }
 
     /// Builds score model `name`.
@@ -201,33 +179,33 @@ impl Registry {
         params: &Params,
         ctx: &BuildContext<'_>,
     ) -> Result<Box<dyn ScoreModel>> {
-        match &self.get(Kind::ScoreModel, name)?.builder {
+        match &self.get(Role::ScoreModel, name)?.builder {
             Builder::ScoreModel(build) => build(params, ctx),
-            _ => unreachable!("entries are keyed by their kind"),
+            _ => unreachable!("entries are keyed by their role"),
         }
     }
 
     /// Builds generator `name`.
     pub fn build_generator(&self, name: &str, params: &Params, ctx: &BuildContext<'_>) -> Result<Box<dyn Generator>> {
-        match &self.get(Kind::Generator, name)?.builder {
+        match &self.get(Role::Generator, name)?.builder {
             Builder::Generator(build) => build(params, ctx),
-            _ => unreachable!("entries are keyed by their kind"),
+            _ => unreachable!("entries are keyed by their role"),
         }
     }
 
     /// Builds divergence `name`.
     pub fn build_divergence(&self, name: &str, params: &Params, ctx: &BuildContext<'_>) -> Result<Box<dyn Divergence>> {
-        match &self.get(Kind::Divergence, name)?.builder {
+        match &self.get(Role::Divergence, name)?.builder {
             Builder::Divergence(build) => build(params, ctx),
-            _ => unreachable!("entries are keyed by their kind"),
+            _ => unreachable!("entries are keyed by their role"),
         }
     }
 
     /// Builds dataset `name`.
     pub fn build_dataset(&self, name: &str, params: &Params, ctx: &BuildContext<'_>) -> Result<Box<dyn Dataset>> {
-        match &self.get(Kind::Dataset, name)?.builder {
+        match &self.get(Role::Dataset, name)?.builder {
             Builder::Dataset(build) => build(params, ctx),
-            _ => unreachable!("entries are keyed by their kind"),
+            _ => unreachable!("entries are keyed by their role"),
         }
     }
 }
@@ -249,23 +227,10 @@ impl Entry {
     }
 }
 
-/// Decodes typed params; absent params (`null`) decode as `{}` so every field
-/// takes its default. Errors name the offending key relative to `params`.
-pub fn decode_params<P: DeserializeOwned>(params: &Params) -> Result<P> {
-    let empty = Params::Object(Default::default());
-    let params = if params.is_null() { &empty } else { params };
-    serde_path_to_error::deserialize(params).map_err(|err| {
-        let key = err.path().to_string();
-        let key = if key == "." { String::new() } else { key };
-        Error::config(key, err.into_inner().to_string())
-    })
-}
-
-/// Decodes params as `P` (defaults filled in) and encodes them again: the
-/// resolution of plugins whose params need nothing but their defaults.
-pub fn resolve_params<P: DeserializeOwned + Serialize>(params: &Params, _ctx: &ResolveContext<'_>) -> Result<Params> {
-    let typed: P = decode_params(params)?;
-    serde_json::to_value(&typed).map_err(|err| Error::config("", err.to_string()))
+/// The resolution of params that need nothing but their defaults: decoded
+/// as `P` and encoded again.
+pub fn resolve_defaults<P: DeserializeOwned + Serialize>(params: &Params, _ctx: &ResolveContext<'_>) -> Result<Params> {
+    crate::params::resolve_params::<P>(params)
 }
 
 /// Registers a plugin compiled into the binary:
@@ -284,7 +249,13 @@ pub fn resolve_params<P: DeserializeOwned + Serialize>(params: &Params, _ctx: &R
 #[macro_export]
 macro_rules! register_plugin {
     ($role:ident, $name:literal, $params:ty, $build:expr) => {
-        $crate::register_plugin!($role, $name, $params, $build, resolve = $crate::registry::resolve_params::<$params>);
+        $crate::register_plugin!(
+            $role,
+            $name,
+            $params,
+            $build,
+            resolve = $crate::registry::resolve_defaults::<$params>
+        );
     };
     ($role:ident, $name:literal, $params:ty, $build:expr, resolve = $resolve:expr) => {
         const _: () = {

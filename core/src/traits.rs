@@ -1,5 +1,5 @@
-//! The four roles of a Diff-Instruct run. The trainer is generic over them;
-//! `Box<dyn …>` implements each so configs can build them at run time.
+//! The four roles of a run. Configs build them as trait objects through the
+//! registry; the training steps use them as `&dyn …`.
 //!
 //! Shapes: a batch of N samples is `[N, *sample_shape]` (`[N, D]` for vectors,
 //! `[N, C, H, W]` for images); noise levels σ are `[N]`; class labels are
@@ -133,91 +133,4 @@ pub fn broadcast_per_sample(values: &Tensor, dims: usize) -> Result<Tensor> {
     let mut shape = vec![-1i64];
     shape.resize(dims.max(1), 1);
     values.f_reshape(&shape).ctx("broadcast per-sample values")
-}
-
-impl<T: ScoreModel + ?Sized> ScoreModel for Box<T> {
-    fn denoise(&self, x: &Tensor, sigma: &Tensor, labels: Option<&Tensor>) -> Result<Tensor> {
-        (**self).denoise(x, sigma, labels)
-    }
-    fn sigma_data(&self) -> f64 {
-        (**self).sigma_data()
-    }
-    fn sigma_range(&self) -> (f64, f64) {
-        (**self).sigma_range()
-    }
-    fn round_sigma(&self, sigma: f64) -> f64 {
-        (**self).round_sigma(sigma)
-    }
-    fn sample_shape(&self) -> Vec<i64> {
-        (**self).sample_shape()
-    }
-    fn label_dim(&self) -> i64 {
-        (**self).label_dim()
-    }
-    fn set_train(&mut self, train: bool) {
-        (**self).set_train(train)
-    }
-    fn var_store(&self) -> Option<&VarStore> {
-        (**self).var_store()
-    }
-    fn var_store_mut(&mut self) -> Option<&mut VarStore> {
-        (**self).var_store_mut()
-    }
-    fn score(&self, x: &Tensor, sigma: &Tensor, labels: Option<&Tensor>) -> Result<Tensor> {
-        (**self).score(x, sigma, labels)
-    }
-}
-
-impl<T: Generator + ?Sized> Generator for Box<T> {
-    fn latent_shape(&self) -> Vec<i64> {
-        (**self).latent_shape()
-    }
-    fn sample_shape(&self) -> Vec<i64> {
-        (**self).sample_shape()
-    }
-    fn label_dim(&self) -> i64 {
-        (**self).label_dim()
-    }
-    fn sample_latents(&self, n: i64, device: Device) -> Result<Tensor> {
-        (**self).sample_latents(n, device)
-    }
-    fn generate(&self, z: &Tensor, labels: Option<&Tensor>) -> Result<Tensor> {
-        (**self).generate(z, labels)
-    }
-    fn var_store(&self) -> &VarStore {
-        (**self).var_store()
-    }
-    fn var_store_mut(&mut self) -> &mut VarStore {
-        (**self).var_store_mut()
-    }
-    fn set_train(&mut self, train: bool) {
-        (**self).set_train(train)
-    }
-}
-
-impl<T: Divergence + ?Sized> Divergence for Box<T> {
-    fn generator_loss(
-        &self,
-        x_g: &Tensor,
-        labels: Option<&Tensor>,
-        teacher: &dyn ScoreModel,
-        fake: &dyn ScoreModel,
-    ) -> Result<Tensor> {
-        (**self).generator_loss(x_g, labels, teacher, fake)
-    }
-}
-
-impl<T: Dataset + ?Sized> Dataset for Box<T> {
-    fn len(&self) -> usize {
-        (**self).len()
-    }
-    fn image_shape(&self) -> [i64; 3] {
-        (**self).image_shape()
-    }
-    fn label_dim(&self) -> i64 {
-        (**self).label_dim()
-    }
-    fn get(&self, index: usize) -> Result<(Tensor, Option<i64>)> {
-        (**self).get(index)
-    }
 }

@@ -4,13 +4,9 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Instant;
 
 use anyhow::{Context, Result};
-use difi_core::components::build_trainer;
-use difi_core::device::{Stream, gpu_memory_used_mib, parse_device, reseed};
-use difi_core::run_dir::resident_memory_mib;
-use tch::Device;
+use difi_train::bench::bench;
 
 use crate::ConfigArgs;
 
@@ -31,55 +27,25 @@ pub struct Args {
     config_args: ConfigArgs,
 }
 
-fn synchronize(device: Device) {
-    if let Device::Cuda(index) = device {
-        tch::Cuda::synchronize(index as i64);
-    }
-}
-
 pub fn run(args: Args) -> Result<ExitCode> {
     let (config, registry) = super::load_resolved(&args.config, &args.config_args)?;
-    let device = parse_device(&config.device)?;
-    let mut trainer = build_trainer(&config, &registry).context("building the networks")?;
-    for i in 0..args.warmup {
-        reseed(config.seed, Stream::Iteration, i);
-        trainer.iteration()?;
-    }
-    synchronize(device);
-    let started = Instant::now();
-    for i in 0..args.iterations {
-        reseed(config.seed, Stream::Iteration, args.warmup + i);
-        trainer.iteration()?;
-    }
-    synchronize(device);
-    let seconds = started.elapsed().as_secs_f64() / args.iterations.max(1) as f64;
-    let batch = config.schedule.batch_size as f64;
-    let fake_updates = config.schedule.fake_updates_per_iter as f64;
-    let report = serde_json::json!({
-        "config": args.config,
-        "device": format!("{device:?}"),
-        "batch_size": config.schedule.batch_size,
-        "fake_updates_per_iter": config.schedule.fake_updates_per_iter,
-        "sec_per_iteration": seconds,
-        "generator_images_per_s": batch / seconds,
-        "fake_score_images_per_s": batch * fake_updates / seconds,
-        "sec_per_kimg": seconds * 1000.0 / batch,
-        "gpu_mem_mib": match device { Device::Cuda(index) => gpu_memory_used_mib(index), _ => None },
-        "rss_mib": resident_memory_mib(),
-    });
+    let report = bench(&config, &registry, args.iterations, args.warmup).context("timing iterations")?;
+    let fake_updates = config.algorithm.fake_updates_per_iter;
     if args.json {
-        println!("{report}");
-    } else {
-        println!("{} on {device:?}, batch {}", args.config.display(), config.schedule.batch_size);
-        println!(
-            "  {:.4} s per iteration ({} fake-score + 1 generator update)",
-            seconds, config.schedule.fake_updates_per_iter
-        );
-        println!("  {:.1} generator images/s, {:.1} s per kimg", batch / seconds, seconds * 1000.0 / batch);
-        if let Some(mib) = report["gpu_mem_mib"].as_f64() {
-            println!("  GPU memory in use {mib:.0} MiB");
-        }
-        println!("  resident memory {:.0} MiB", report["rss_mib"].as_f64().unwrap_or(f64::NAN));
+        let mut json = serde_json::to_value(&report)?;
+        json["config"] = serde_json::json!(args.config);
+        json["fake_updates_per_iter"] = serde_json::json!(fake_updates);
+        json["generator_images_per_s"] = serde_json::json!(report.images_per_s);
+        json["fake_score_images_per_s"] = serde_json::json!(report.images_per_s * fake_updates as f64);
+        println!("{json}");
+        return Ok(ExitCode::SUCCESS);
     }
+    println!("{} on {}, batch {}", args.config.display(), report.device, report.batch_size);
+    println!("  {:.4} s per iteration ({fake_updates} fake-score + 1 generator update)", report.sec_per_iteration);
+    println!("  {:.1} generator images/s, {:.1} s per kimg", report.images_per_s, report.sec_per_kimg);
+    if let Some(mib) = report.gpu_mem_mib {
+        println!("  GPU memory in use {mib:.0} MiB");
+    }
+    println!("  resident memory {:.0} MiB", report.rss_mib.unwrap_or(f64::NAN));
     Ok(ExitCode::SUCCESS)
 }

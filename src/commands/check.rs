@@ -1,4 +1,4 @@
-//! `difi check CONFIG`: validate without training.
+//! `difi check CONFIG`: validate and build without training.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -17,7 +17,7 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<ExitCode> {
     let (config, registry) = super::load_resolved(&args.config, &args.config_args)?;
-    difi_core::components::build_trainer(&config, &registry).context("building the networks")?;
+    difi_train::session::build_runner(&config, &registry).context("building the networks")?;
     print!("{}", config.to_ron());
     eprintln!("{}: ok", args.config.display());
     Ok(ExitCode::SUCCESS)

@@ -4,7 +4,6 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
-use difi_core::config::Config;
 use difi_zoo::edm::convert::read_edm_pickle;
 
 #[derive(clap::Subcommand)]
@@ -40,7 +39,7 @@ fn convert_edm(input: &Path, output: &Path) -> Result<ExitCode> {
     let checkpoint = std::path::absolute(output).with_context(|| output.display().to_string())?;
     let teacher = teacher_component(&checkpoint, &network.config)?;
     let teacher_path = output.with_extension("teacher.ron");
-    difi_core::run_dir::write_atomically(&teacher_path, teacher.as_bytes())?;
+    difi_formats::atomic::write_atomically(&teacher_path, teacher.as_bytes())?;
     eprintln!(
         "{}: {} around {:?} at {}x{}, {} tensors → {}\nteacher component: {}",
         input.display(),
@@ -61,8 +60,8 @@ fn teacher_component(checkpoint: &Path, network: &difi_zoo::edm::config::EdmNetw
         "checkpoint": checkpoint,
         "network": serde_json::to_value(network.to_args())?,
     });
-    let component = difi_core::config::Component::plugin("edm", params);
-    let text = Config::component_to_ron(&component);
+    let component = difi_core::component::Component::plugin("edm", params);
+    let text = difi_core::ron_tree::to_ron(&serde_json::to_value(&component)?);
     Ok(format!(
         "// Teacher component written by `difi convert edm`; use it as `teacher: <this>` in a config\n\
          // or with --set \"teacher=$(cat {})\".\n{text}",

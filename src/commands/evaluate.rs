@@ -5,12 +5,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Result, bail};
-use difi_core::device::{Stream, derive_seed};
-use difi_core::registry::decode_params;
-use difi_core::run_dir::RunDir;
-use difi_core::sampling::generate_samples;
-use difi_zoo::gmm::{Gmm, GmmParams};
-use difi_zoo::gmm_report::GmmReport;
+use difi_core::params::decode_params;
+use difi_core::rng::{RngStream, derive_seed};
+use difi_train::generate::generate_samples;
+use difi_train::run_dir::RunDir;
+use difi_train::run_generator::RunGenerator;
+use difi_zoo::toy::gmm::{Gmm, GmmParams};
+use difi_zoo::toy::gmm_report::GmmReport;
 
 use crate::ConfigArgs;
 
@@ -37,8 +38,8 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<ExitCode> {
     let run = RunDir::open(&args.run)?;
-    let loaded = super::load_generator(&args.run, args.checkpoint.as_deref(), false, None, &args.config_args)?;
-    let teacher = &loaded.config.teacher;
+    let loaded = RunGenerator::load(&args.run, args.checkpoint.as_deref(), false, None, &args.config_args.source())?;
+    let teacher = &loaded.config.algorithm.teacher;
     if teacher.plugin.as_deref() != Some("gmm") {
         bail!("`difi evaluate` measures runs with an exact `gmm` teacher; judge image runs with FID");
     }
@@ -46,7 +47,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let (samples, _) = generate_samples(loaded.generator.as_ref(), args.n, 1000, args.seed, loaded.device)?;
 
     let gmm = Gmm::new(&params, tch::Device::Cpu)?;
-    tch::manual_seed(derive_seed(args.seed, Stream::Sampling, u64::MAX));
+    tch::manual_seed(derive_seed(args.seed, RngStream::Sampling, u64::MAX));
     let report = GmmReport::measure(&gmm, &params.stds, &samples)?;
     if args.json {
         println!("{}", serde_json::to_string(&report)?);

@@ -5,12 +5,15 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
-use difi_core::device::parse_device;
-use difi_core::metrics::detector::{FeatureDetector, dataset_features, generator_features};
-use difi_core::metrics::precision_recall::precision_recall;
-use difi_core::metrics::{FeatureStats, frechet_distance};
-use difi_core::run_dir::RunDir;
+use difi_core::device::DeviceSpec;
 use difi_datasets::{ImageDataset, ImageDatasetParams};
+use difi_metrics::detector::{FeatureDetector, dataset_features};
+use difi_metrics::detectors::{DetectorOptions, DetectorSpec};
+use difi_metrics::precision_recall::precision_recall;
+use difi_metrics::{FeatureStats, frechet_distance};
+use difi_train::run_dir::RunDir;
+use difi_train::run_generator::RunGenerator;
+use difi_train::snapshot_metrics::generator_features;
 use tch::{Device, Tensor};
 
 use crate::ConfigArgs;
@@ -19,7 +22,7 @@ use crate::ConfigArgs;
 pub struct DetectorArgs {
     /// Feature detector: inception, fmnist-classifier, or a TorchScript file.
     #[arg(long, default_value = "inception")]
-    detector: String,
+    detector: DetectorSpec,
     /// Path of inception-2015-12-05.pt (default: $DIFI_INCEPTION).
     #[arg(long)]
     inception: Option<PathBuf>,
@@ -28,7 +31,7 @@ pub struct DetectorArgs {
     batch: usize,
     /// Device: auto, cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
-    device: String,
+    device: DeviceSpec,
 }
 
 #[derive(clap::Subcommand)]
@@ -75,8 +78,9 @@ pub struct Args {
 }
 
 fn open_detector(args: &DetectorArgs) -> Result<(Box<dyn FeatureDetector>, Device)> {
-    let device = parse_device(&args.device)?;
-    Ok((difi_zoo::detectors::open(&args.detector, args.inception.as_deref(), device)?, device))
+    let device = args.device.resolve()?;
+    let options = DetectorOptions { inception_path: args.inception.clone(), base_dir: None };
+    Ok((args.detector.open(&options, device)?, device))
 }
 
 fn open_dataset(path: &Path) -> Result<ImageDataset> {
@@ -111,7 +115,8 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let stats = match source.extension().and_then(|e| e.to_str()) {
         Some("npz") => FeatureStats::load(source)?,
         Some("npy") => {
-            let f = Tensor::read_npy(source).with_context(|| format!("reading features {}", source.display()))?;
+            let f = difi_formats::npz::read_npy(source)
+                .with_context(|| format!("reading features {}", source.display()))?;
             let f = match args.num {
                 Some(n) => f.narrow(0, 0, (n as i64).min(f.size()[0])),
                 None => f,
@@ -185,7 +190,7 @@ fn generated_features(args: &Args, source: &Path, detector: &dyn FeatureDetector
         let latest = run.latest_snapshot()?.with_context(|| format!("{} has no snapshot yet", source.display()))?;
         (source.to_path_buf(), latest)
     };
-    let loaded = super::load_generator(&run_dir, Some(&snapshot), false, Some(device), &args.config_args)?;
+    let loaded = RunGenerator::load(&run_dir, Some(&snapshot), false, Some(device), &args.config_args.source())?;
     let num = args.num.unwrap_or(50_000);
     Ok(generator_features(loaded.generator.as_ref(), detector, num, args.detector.batch.max(1), args.seed, device)?)
 }

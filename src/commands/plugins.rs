@@ -18,9 +18,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
     for path in &args.plugins {
         registry.load_library(path)?;
     }
-    println!("{:<12} {:<16} origin", "kind", "name");
+    println!("{:<12} {:<16} origin", "role", "name");
     for entry in registry.entries() {
-        println!("{:<12} {:<16} {}", entry.kind().to_string(), entry.name, entry.origin);
+        println!("{:<12} {:<16} {}", entry.role().to_string(), entry.name, entry.origin);
     }
     Ok(ExitCode::SUCCESS)
 }

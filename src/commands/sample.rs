@@ -6,13 +6,14 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
-use difi_core::components::build_teacher;
-use difi_core::device::{Stream, parse_device, reseed};
-use difi_core::image;
-use difi_core::sampler::HeunSampler;
-use difi_core::sampling::generate_samples;
-use difi_core::trainer::random_labels;
-use difi_core::traits::ScoreModel;
+use difi_core::device::DeviceSpec;
+use difi_core::draws::random_labels;
+use difi_core::rng::{RngStream, reseed};
+use difi_formats::{image, npz};
+use difi_train::BuildEnv;
+use difi_train::generate::generate_samples;
+use difi_train::run_generator::RunGenerator;
+use difi_zoo::heun_sampler::HeunSampler;
 use tch::{Device, Kind, Tensor};
 
 use crate::ConfigArgs;
@@ -47,9 +48,9 @@ pub struct Args {
     /// Class of every sample for conditional models (default: uniformly random).
     #[arg(long)]
     class: Option<i64>,
-    /// Device (default: the config's).
+    /// Device: auto, cpu, cuda or cuda:N (default: the config's).
     #[arg(long)]
-    device: Option<String>,
+    device: Option<DeviceSpec>,
     /// Heun sampler: number of noise levels (NFE = 2·steps − 1).
     #[arg(long, default_value_t = 18)]
     steps: usize,
@@ -108,19 +109,27 @@ fn sample_generator(args: &Args, run: &Path) -> Result<(Tensor, String)> {
     if args.class.is_some() {
         bail!("--class applies to --teacher; a run's generator samples uniformly random classes");
     }
-    let device = args.device.as_deref().map(parse_device).transpose()?;
-    let loaded = super::load_generator(run, args.checkpoint.as_deref(), args.no_ema, device, &args.config_args)?;
+    let device = args.device.map(DeviceSpec::resolve).transpose()?;
+    let loaded = RunGenerator::load(run, args.checkpoint.as_deref(), args.no_ema, device, &args.config_args.source())?;
     let (samples, _) = generate_samples(loaded.generator.as_ref(), args.n, args.batch, args.seed, loaded.device)?;
     Ok((samples, format!("{} (1 NFE)", loaded.weights.display())))
 }
 
 fn sample_teacher(args: &Args, config_path: &Path) -> Result<(Tensor, String)> {
     let (mut config, registry) = super::load_teacher(config_path, &args.config_args)?;
-    if let Some(device) = &args.device {
-        config.device = device.clone();
+    if let Some(device) = args.device {
+        config.run.device = device;
     }
-    let device = parse_device(&config.device)?;
-    let teacher = build_teacher(&config, &registry, device)?;
+    let device = config.run.resolve_device()?;
+    let env = BuildEnv {
+        registry: &registry,
+        device,
+        seed: config.run.seed,
+        base_dir: config.base_dir(),
+        dataset: None,
+        batch_size: args.batch,
+    };
+    let teacher = config.algorithm.build_teacher(&env)?;
     let sampler = HeunSampler {
         num_steps: args.steps,
         sigma_min: args.sigma_min,
@@ -143,7 +152,7 @@ fn sample_teacher(args: &Args, config_path: &Path) -> Result<(Tensor, String)> {
     let mut index = 0;
     while done < args.n {
         let b = args.batch.max(1).min(args.n - done);
-        reseed(args.seed, Stream::Sampling, index);
+        reseed(args.seed, RngStream::Sampling, index);
         let mut shape = vec![b];
         shape.extend(teacher.sample_shape());
         let latents = Tensor::f_randn(&shape, (Kind::Float, device))?;
@@ -153,7 +162,7 @@ fn sample_teacher(args: &Args, config_path: &Path) -> Result<(Tensor, String)> {
             }
             None => random_labels(b, label_dim, device)?,
         };
-        let x = sampler.sample(teacher.as_ref() as &dyn ScoreModel, &latents, labels.as_ref())?;
+        let x = sampler.sample(teacher.as_ref(), &latents, labels.as_ref())?;
         batches.push(x.f_to_kind(Kind::Float)?.f_to_device(Device::Cpu)?);
         done += b;
         index += 1;
@@ -170,18 +179,13 @@ fn sample_teacher(args: &Args, config_path: &Path) -> Result<(Tensor, String)> {
 fn write_samples(samples: &Tensor, out: &Path) -> Result<()> {
     let is_image = samples.dim() == 4;
     match output_kind(out) {
-        Output::Npy => {
-            let tmp = out.with_extension("npy.tmp");
-            samples.write_npy(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
-            std::fs::rename(&tmp, out).with_context(|| format!("writing {}", out.display()))?;
-        }
+        Output::Npy => npz::write_npy(out, samples)?,
         Output::Grid | Output::Folder if !is_image => {
             bail!("{}: samples of shape {:?} are not images; write .npy", out.display(), samples.size())
         }
         Output::Grid => {
-            let tmp = out.with_extension("png.tmp");
-            image::write_png(&tmp, &image::grid(&image::to_uint8(samples)?)?)?;
-            std::fs::rename(&tmp, out).with_context(|| format!("writing {}", out.display()))?;
+            let grid = image::grid(&image::to_uint8(samples)?)?;
+            difi_formats::atomic::write_with(out, |tmp| image::write_png(tmp, &grid))?;
         }
         Output::Folder => {
             std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;

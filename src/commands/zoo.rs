@@ -4,10 +4,16 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use difi_core::device::parse_device;
+use difi_core::device::DeviceSpec;
 use difi_zoo::edm::config::{EdmNetworkConfig, PRESETS};
 use difi_zoo::edm::fixture::verify;
 use difi_zoo::edm::network::{EdmNetwork, Precision};
+
+/// `--precision`: fp32, fp16, bf16 or auto.
+fn parse_precision(text: &str) -> Result<Precision> {
+    serde_json::from_value(serde_json::Value::String(text.to_string()))
+        .with_context(|| format!("`{text}` is not a precision: use fp32, fp16, bf16 or auto"))
+}
 
 /// Bounds of `zoo verify` (relative L2).
 const FORWARD_BOUND: f64 = 1e-4;
@@ -22,11 +28,11 @@ pub enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
         /// Backbone precision: fp32, fp16, bf16 or auto (bounds apply to fp32).
-        #[arg(long, default_value = "fp32")]
-        precision: String,
+        #[arg(long, default_value = "fp32", value_parser = parse_precision)]
+        precision: Precision,
         /// Device: auto, cpu, cuda or cuda:N.
         #[arg(long, default_value = "cpu")]
-        device: String,
+        device: DeviceSpec,
         /// Print one JSON object per file.
         #[arg(long)]
         json: bool,
@@ -50,7 +56,7 @@ pub enum Command {
         #[arg(long, default_value_t = 0)]
         seed: i64,
         #[arg(long, default_value = "auto")]
-        device: String,
+        device: DeviceSpec,
     },
 }
 
@@ -63,15 +69,13 @@ pub struct Args {
 pub fn run(args: Args) -> Result<ExitCode> {
     match args.command {
         Command::Verify { files, precision, device, json } => {
-            let precision: Precision = serde_json::from_value(serde_json::Value::String(precision.clone()))
-                .with_context(|| format!("--precision {precision}: use fp32, fp16, bf16 or auto"))?;
-            let device = parse_device(&device)?;
+            let device = device.resolve()?;
             let mut failed = false;
             for file in &files {
                 let report = verify(file, precision, device)?;
                 let forward_ok = report.forward_rel_l2 <= FORWARD_BOUND;
                 let sampler_ok = report.sampler_rel_l2.is_none_or(|e| e <= SAMPLER_BOUND);
-                let strict = precision == Precision::Fp32 || report.precision == "Float";
+                let strict = report.precision == Precision::Fp32;
                 failed |= strict && !(forward_ok && sampler_ok);
                 if json {
                     println!(
@@ -93,12 +97,16 @@ pub fn run(args: Args) -> Result<ExitCode> {
                         if sampler_ok { "ok" } else { "FAIL" }
                     );
                 }
-                println!("  {} parameters, backbone in {}", report.parameters, report.precision);
+                println!(
+                    "  {} parameters, backbone in {}",
+                    report.parameters,
+                    format!("{:?}", report.precision).to_lowercase()
+                );
             }
             Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
         }
         Command::TrainClassifier { train, test, out, epochs, seed, device } => {
-            train_classifier(&train, &test, &out, epochs, seed, &device)
+            train_classifier(&train, &test, &out, epochs, seed, device)
         }
         Command::Presets => {
             println!("{:<26} {:>12}  architecture", "preset", "parameters");
@@ -126,12 +134,12 @@ fn train_classifier(
     out: &std::path::Path,
     epochs: usize,
     seed: i64,
-    device: &str,
+    device: DeviceSpec,
 ) -> Result<ExitCode> {
     use difi_datasets::ImageArchive;
     use difi_datasets::export::to_tensors;
-    use difi_zoo::fmnist_classifier::FmnistClassifier;
-    let device = parse_device(device)?;
+    use difi_metrics::fmnist_classifier::FmnistClassifier;
+    let device = device.resolve()?;
     let load = |path: &std::path::Path| -> Result<(tch::Tensor, tch::Tensor)> {
         let (images, labels) = to_tensors(&ImageArchive::open(path)?)?;
         let labels = labels.with_context(|| format!("{}: the classifier needs labels", path.display()))?;

@@ -1,4 +1,4 @@
-//! Every reference file in `../shared/fixtures/edm/` through the network and
+//! Every reference file in `tests/fixtures/edm/` through the network and
 //! the sampler: float32 within 1e-4 relative L2 of EDM's float64 forward,
 //! and the Heun sampler within 1e-3 of EDM's samples.
 
@@ -9,9 +9,9 @@ use difi_zoo::edm::network::Precision;
 use tch::Device;
 
 fn fixtures() -> Vec<PathBuf> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/edm");
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/edm");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e} (the shared fixtures sit beside the project)", dir.display()))
+        .unwrap_or_else(|e| panic!("{}: {e} (the reference fixtures of the repository)", dir.display()))
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
         .collect();

@@ -4,7 +4,8 @@
 use std::path::PathBuf;
 
 use difi_core::error::{Error, Result, TorchContext};
-use difi_core::registry::{Params, ResolveContext, decode_params};
+use difi_core::params::{Params, decode_params};
+use difi_core::registry::ResolveContext;
 use difi_core::traits::Dataset;
 use serde::{Deserialize, Serialize};
 use tch::Tensor;

@@ -9,7 +9,7 @@
 //! generator with `½ ‖x_g − sg(x_g − grad)‖²` averaged over elements.
 
 use difi_core::abi::ForeignDivergence;
-use difi_core::denoising_loss::sample_log_normal_sigma;
+use difi_core::draws::log_normal_sigma;
 use difi_core::error::{Error, Result, TorchContext};
 use difi_core::traits::{Divergence, ScoreModel, broadcast_per_sample};
 use serde::{Deserialize, Serialize};
@@ -47,7 +47,7 @@ impl Divergence for Dmd {
         let n = x_g.size()[0];
         let target = tch::no_grad(|| -> Result<Tensor> {
             let x = x_g.detach();
-            let sigma = sample_log_normal_sigma(n, self.params.p_mean, self.params.p_std, &x)?;
+            let sigma = log_normal_sigma(n, self.params.p_mean, self.params.p_std, &x)?;
             let x_t = &x + x.f_randn_like().ctx("dmd noise")? * broadcast_per_sample(&sigma, x.dim())?;
             let d_real = teacher.denoise(&x_t, &sigma, labels)?;
             let d_fake = fake.denoise(&x_t, &sigma, labels)?;

@@ -50,6 +50,38 @@ pub enum ModelType {
     DhariwalUNet,
 }
 
+/// How SongUNet embeds the noise level.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EmbeddingType {
+    /// Sinusoidal (DDPM++).
+    Positional,
+    /// Random Fourier features (NCSN++).
+    Fourier,
+}
+
+/// SongUNet's encoder: plain, or with a downsampled copy of the input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EncoderType {
+    /// DDPM++.
+    Standard,
+    /// The input added at every resolution through a skip branch.
+    Skip,
+    /// NCSN++: the input added through residual branches.
+    Residual,
+}
+
+/// SongUNet's decoder: plain, or with the output accumulated at every resolution.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DecoderType {
+    /// DDPM++ and NCSN++.
+    Standard,
+    /// The output accumulated through upsampling skip branches.
+    Skip,
+}
+
 /// An EDM network as its constructor arguments, every one given a value.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -78,13 +110,13 @@ pub struct EdmNetworkConfig {
     pub attn_resolutions: Vec<i64>,
     pub dropout: f64,
     pub label_dropout: f64,
-    /// SongUNet only: `positional` (DDPM++) or `fourier` (NCSN++).
-    pub embedding_type: String,
+    /// SongUNet only.
+    pub embedding_type: EmbeddingType,
     pub channel_mult_noise: i64,
-    /// SongUNet only: `standard`, `skip` or `residual`.
-    pub encoder_type: String,
-    /// SongUNet only: `standard` or `skip`.
-    pub decoder_type: String,
+    /// SongUNet only.
+    pub encoder_type: EncoderType,
+    /// SongUNet only.
+    pub decoder_type: DecoderType,
     pub resample_filter: Vec<f64>,
 }
 
@@ -137,13 +169,13 @@ pub struct EdmNetworkArgs {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub label_dropout: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub embedding_type: Option<String>,
+    pub embedding_type: Option<EmbeddingType>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub channel_mult_noise: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub encoder_type: Option<String>,
+    pub encoder_type: Option<EncoderType>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub decoder_type: Option<String>,
+    pub decoder_type: Option<DecoderType>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resample_filter: Option<Vec<f64>>,
 }
@@ -152,7 +184,7 @@ impl EdmNetworkArgs {
     /// Arguments from EDM's constructor keywords (`kwargs` JSON of a fixture
     /// or a pickle's `init_kwargs`), with the precond class name.
     pub fn from_kwargs(precond: PrecondKind, kwargs: &serde_json::Value) -> Result<Self> {
-        let mut args: EdmNetworkArgs = difi_core::registry::decode_params(kwargs)?;
+        let mut args: EdmNetworkArgs = difi_core::params::decode_params(kwargs)?;
         args.precond = Some(precond);
         Ok(args)
     }
@@ -228,10 +260,10 @@ impl EdmNetworkArgs {
             attn_resolutions: self.attn_resolutions.clone().unwrap_or(if song { vec![16] } else { vec![32, 16, 8] }),
             dropout: self.dropout.unwrap_or(0.1),
             label_dropout: self.label_dropout.unwrap_or(0.0),
-            embedding_type: self.embedding_type.clone().unwrap_or_else(|| "positional".into()),
+            embedding_type: self.embedding_type.unwrap_or(EmbeddingType::Positional),
             channel_mult_noise: self.channel_mult_noise.unwrap_or(1),
-            encoder_type: self.encoder_type.clone().unwrap_or_else(|| "standard".into()),
-            decoder_type: self.decoder_type.clone().unwrap_or_else(|| "standard".into()),
+            encoder_type: self.encoder_type.unwrap_or(EncoderType::Standard),
+            decoder_type: self.decoder_type.unwrap_or(DecoderType::Standard),
             resample_filter: self.resample_filter.clone().unwrap_or_else(|| vec![1.0, 1.0]),
         };
         if !song {
@@ -257,7 +289,7 @@ impl EdmNetworkConfig {
     /// SongUNet's own for a DhariwalUNet.
     pub fn to_args(&self) -> EdmNetworkArgs {
         let value = serde_json::to_value(self).expect("configs serialise");
-        let mut args: EdmNetworkArgs = difi_core::registry::decode_params(&value).expect("a config is valid args");
+        let mut args: EdmNetworkArgs = difi_core::params::decode_params(&value).expect("a config is valid args");
         if self.model_type == ModelType::DhariwalUNet {
             args.embedding_type = None;
             args.channel_mult_noise = None;
@@ -286,15 +318,6 @@ impl EdmNetworkConfig {
             if value < 1 {
                 return Err(Error::config(key, format!("must be at least 1, got {value}")));
             }
-        }
-        if !["positional", "fourier"].contains(&self.embedding_type.as_str()) {
-            return Err(Error::config("embedding_type", "must be positional or fourier"));
-        }
-        if !["standard", "skip", "residual"].contains(&self.encoder_type.as_str()) {
-            return Err(Error::config("encoder_type", "must be standard, skip or residual"));
-        }
-        if !["standard", "skip"].contains(&self.decoder_type.as_str()) {
-            return Err(Error::config("decoder_type", "must be standard or skip"));
         }
         if !(0.0..1.0).contains(&self.dropout) {
             return Err(Error::config("dropout", "must lie in [0, 1)"));
@@ -329,9 +352,9 @@ pub const PRESETS: [&str; 9] = [
 fn preset_args(name: &str) -> Option<EdmNetworkArgs> {
     let ddpmpp = EdmNetworkArgs {
         model_type: Some(ModelType::SongUNet),
-        embedding_type: Some("positional".into()),
-        encoder_type: Some("standard".into()),
-        decoder_type: Some("standard".into()),
+        embedding_type: Some(EmbeddingType::Positional),
+        encoder_type: Some(EncoderType::Standard),
+        decoder_type: Some(DecoderType::Standard),
         channel_mult_noise: Some(1),
         resample_filter: Some(vec![1.0, 1.0]),
         model_channels: Some(128),
@@ -339,8 +362,8 @@ fn preset_args(name: &str) -> Option<EdmNetworkArgs> {
         ..Default::default()
     };
     let ncsnpp = EdmNetworkArgs {
-        embedding_type: Some("fourier".into()),
-        encoder_type: Some("residual".into()),
+        embedding_type: Some(EmbeddingType::Fourier),
+        encoder_type: Some(EncoderType::Residual),
         channel_mult_noise: Some(2),
         resample_filter: Some(vec![1.0, 3.0, 3.0, 1.0]),
         ..ddpmpp.clone()

@@ -1,5 +1,5 @@
 //! Checks an EDM network against reference outputs stored in a safetensors
-//! file (the format of `../shared/fixtures/edm/`): weights under EDM's
+//! file (the format of the EDM reference fixtures, `tests/fixtures/edm/`): weights under EDM's
 //! `state_dict()` names, inputs `x`, `sigma`, optional `class_labels` and
 //! `augment_labels`, the reference output `expected_f64`, optionally
 //! `latents` and `expected_samples` from EDM's Heun sampler, and metadata
@@ -8,9 +8,9 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use difi_core::checkpoint;
+use crate::heun_sampler::HeunSampler;
 use difi_core::error::{Error, Result, TorchContext};
-use difi_core::sampler::HeunSampler;
+use difi_formats::weights;
 use serde::Serialize;
 use tch::{Device, Kind, Tensor};
 
@@ -30,8 +30,8 @@ pub struct FixtureReport {
     pub sampler_nfe: Option<usize>,
     /// Trainable parameters of the network.
     pub parameters: i64,
-    /// The backbone's dtype.
-    pub precision: String,
+    /// The precision the backbone ran in (`auto` resolved).
+    pub precision: Precision,
 }
 
 /// `‖a − b‖₂ / ‖b‖₂` in float64.
@@ -51,9 +51,10 @@ pub fn verify(path: &Path, precision: Precision, device: Device) -> Result<Fixtu
     let config = args.resolve().map_err(|e| Error::checkpoint(path, e.to_string()))?;
     if device.is_cuda() {
         // Full float32 on the GPU, as the reference runs.
-        difi_core::device::configure_cuda(false);
+        difi_torch_ext::set_allow_tf32(false)
+            .map_err(|e| Error::Plugin { plugin: "libtorch".into(), message: e.to_string() })?;
     }
-    let file = checkpoint::load(path)?;
+    let file = weights::load(path)?;
     let metadata = file.metadata.clone();
     let tensors = file.into_map();
     let weights: HashMap<String, Tensor> =
@@ -85,7 +86,7 @@ pub fn verify(path: &Path, precision: Precision, device: Device) -> Result<Fixtu
         sampler_rel_l2,
         sampler_nfe,
         parameters: network.parameter_count(),
-        precision: format!("{:?}", network.compute_kind()),
+        precision: network.backbone_precision(),
     })
 }
 

@@ -1,6 +1,7 @@
 //! The building blocks of EDM's networks (`training/networks.py`): layers with
-//! EDM's initialisation, resampling convolution, group norm, the unified U-Net
-//! block and the noise embeddings. Parameter and buffer names are EDM's.
+//! EDM's initialisation ([`crate::nn::init`]), resampling convolution (FIR
+//! filters from [`crate::nn::resample`]), group norm, the unified U-Net block
+//! and the noise embeddings. Parameter and buffer names are EDM's.
 //!
 //! Weights are stored in float32; each layer casts them to the input's dtype
 //! as EDM does, so the same weights run in float32, float16 or bfloat16.
@@ -9,52 +10,9 @@ use difi_core::error::{Error, Result, TorchContext};
 use tch::nn::Path;
 use tch::{Kind, Tensor};
 
-/// EDM's weight initialisation (`weight_init`): mode and scale of weights and biases.
-#[derive(Clone, Copy, Debug)]
-pub struct Init {
-    pub mode: InitMode,
-    pub weight: f64,
-    pub bias: f64,
-}
-
-/// The distributions of `weight_init`.
-#[derive(Clone, Copy, Debug)]
-pub enum InitMode {
-    XavierUniform,
-    XavierNormal,
-    KaimingUniform,
-    KaimingNormal,
-}
-
-impl Init {
-    /// `init_mode` with `init_weight = 1`, `init_bias = 0` (EDM's default).
-    pub const fn mode(mode: InitMode) -> Self {
-        Init { mode, weight: 1.0, bias: 0.0 }
-    }
-
-    fn draw(&self, shape: &[i64], fan_in: i64, fan_out: i64, scale: f64, path: &Path) -> Result<Tensor> {
-        let options = (Kind::Float, path.device());
-        let (fan_in, fan_out) = (fan_in as f64, fan_out as f64);
-        let uniform =
-            |bound: f64| -> Result<Tensor> { Ok((Tensor::f_rand(shape, options).ctx("init")? * 2.0 - 1.0) * bound) };
-        let normal = |std: f64| -> Result<Tensor> { Ok(Tensor::f_randn(shape, options).ctx("init")? * std) };
-        let t = match self.mode {
-            InitMode::XavierUniform => uniform((6.0 / (fan_in + fan_out)).sqrt())?,
-            InitMode::XavierNormal => normal((2.0 / (fan_in + fan_out)).sqrt())?,
-            InitMode::KaimingUniform => uniform((3.0 / fan_in).sqrt())?,
-            InitMode::KaimingNormal => normal((1.0 / fan_in).sqrt())?,
-        };
-        Ok(t * scale)
-    }
-}
-
-fn parameter(path: &Path, name: &str, value: Tensor) -> Result<Tensor> {
-    path.f_var_copy(name, &value).ctx(name)
-}
-
-fn buffer(path: &Path, name: &str, value: Tensor) -> Result<Tensor> {
-    Ok(path.add(name, value.f_to_device(path.device()).ctx(name)?, false))
-}
+use crate::nn::resample::{downsample_2x, filter_padding, fir_filter_2d, upsample_2x};
+pub use crate::nn::{Init, InitMode};
+use crate::nn::{buffer, parameter};
 
 /// Fully connected layer (`Linear`): `weight` `[out, in]`, optional `bias` `[out]`.
 #[derive(Debug)]
@@ -100,8 +58,6 @@ pub struct Conv2d {
     up: bool,
     down: bool,
     fused_resample: bool,
-    in_channels: i64,
-    out_channels: i64,
 }
 
 /// Options of [`Conv2d`] beyond channels and kernel.
@@ -142,77 +98,39 @@ impl Conv2d {
             (None, None)
         };
         let resample_filter = if o.up || o.down {
-            let f = Tensor::from_slice(&o.resample_filter).f_to_kind(Kind::Float).ctx("filter")?;
-            let sum = f.f_sum(Kind::Float).ctx("filter")?;
-            let outer = f.f_outer(&f).ctx("filter")? / sum.f_square().ctx("filter")?;
-            Some(buffer(
-                path,
-                "resample_filter",
-                outer.f_reshape([1, 1, -1, o.resample_filter.len() as i64]).ctx("filter")?,
-            )?)
+            Some(buffer(path, "resample_filter", fir_filter_2d(&o.resample_filter)?)?)
         } else {
             None
         };
-        Ok(Conv2d {
-            weight,
-            bias,
-            resample_filter,
-            up: o.up,
-            down: o.down,
-            fused_resample: o.fused_resample,
-            in_channels,
-            out_channels,
-        })
+        Ok(Conv2d { weight, bias, resample_filter, up: o.up, down: o.down, fused_resample: o.fused_resample })
     }
 
     /// `x` `[N, in, H, W]` → `[N, out, H', W']` (H' = 2H up, H/2 down).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let kind = x.kind();
         let w = self.weight.as_ref().map(|w| w.f_to_kind(kind)).transpose().ctx("conv")?;
-        let f = self.resample_filter.as_ref().map(|f| f.f_to_kind(kind)).transpose().ctx("conv")?;
         let w_pad = w.as_ref().map_or(0, |w| w.size()[3] / 2);
-        let f_pad = f.as_ref().map_or(0, |f| (f.size()[3] - 1) / 2);
-        let tiled = |f: &Tensor, channels: i64, gain: f64| -> Result<Tensor> {
-            (f * gain).f_tile([channels, 1, 1, 1]).ctx("conv filter")
-        };
         let none = None::<&Tensor>;
         let mut x = x.shallow_clone();
-        match (&w, &f) {
+        match (&w, &self.resample_filter) {
             (Some(w), Some(f)) if self.fused_resample && self.up => {
-                let pad = w_pad + f_pad;
-                x = x
-                    .f_conv_transpose2d(&tiled(f, self.in_channels, 4.0)?, none, 2, pad, 0, self.in_channels, 1)
-                    .ctx("conv up")?;
+                x = upsample_2x(&x, f, w_pad + filter_padding(f))?;
                 x = x.f_conv2d(w, none, 1, 0, 1, 1).ctx("conv")?;
             }
             (Some(w), Some(f)) if self.fused_resample && self.down => {
-                x = x.f_conv2d(w, none, 1, w_pad + f_pad, 1, 1).ctx("conv")?;
-                x = x
-                    .f_conv2d(&tiled(f, self.out_channels, 1.0)?, none, 2, 0, 1, self.out_channels)
-                    .ctx("conv down")?;
+                x = x.f_conv2d(w, none, 1, w_pad + filter_padding(f), 1, 1).ctx("conv")?;
+                x = downsample_2x(&x, f, 0)?;
             }
-            _ => {
-                if let Some(f) = &f {
+            (w, f) => {
+                if let Some(f) = f {
                     if self.up {
-                        x = x
-                            .f_conv_transpose2d(
-                                &tiled(f, self.in_channels, 4.0)?,
-                                none,
-                                2,
-                                f_pad,
-                                0,
-                                self.in_channels,
-                                1,
-                            )
-                            .ctx("conv up")?;
+                        x = upsample_2x(&x, f, filter_padding(f))?;
                     }
                     if self.down {
-                        x = x
-                            .f_conv2d(&tiled(f, self.in_channels, 1.0)?, none, 2, f_pad, 1, self.in_channels)
-                            .ctx("conv down")?;
+                        x = downsample_2x(&x, f, filter_padding(f))?;
                     }
                 }
-                if let Some(w) = &w {
+                if let Some(w) = w {
                     x = x.f_conv2d(w, none, 1, w_pad, 1, 1).ctx("conv")?;
                 }
             }

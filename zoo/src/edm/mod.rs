@@ -30,9 +30,10 @@ pub mod song_unet;
 
 use std::path::{Path, PathBuf};
 
-use difi_core::checkpoint;
 use difi_core::error::{Error, Result};
-use difi_core::registry::{BuildContext, Params, ResolveContext, decode_params};
+use difi_core::params::{Params, decode_params};
+use difi_core::registry::{BuildContext, ResolveContext};
+use difi_formats::weights;
 use serde::{Deserialize, Serialize};
 
 use config::{EdmNetworkArgs, EdmNetworkConfig, PrecondKind};
@@ -80,7 +81,7 @@ impl EdmParams {
 /// The architecture a safetensors file records (`precond` + `kwargs`
 /// metadata, as `difi convert edm` and EDM's fixtures write), if any.
 pub fn architecture_in_metadata(path: &Path) -> Result<Option<EdmNetworkArgs>> {
-    let metadata = checkpoint::read_metadata(path)?;
+    let metadata = weights::read_metadata(path)?;
     let (Some(precond), Some(kwargs)) = (metadata.get("precond"), metadata.get("kwargs")) else {
         return Ok(None);
     };
@@ -111,7 +112,7 @@ fn build_network(params: EdmParams, ctx: &BuildContext<'_>) -> Result<EdmNetwork
             // EDM's state_dict() keys all lie under `model.`; anything else in
             // the file (reference inputs and outputs) is not the network's.
             let tensors =
-                checkpoint::load(&path)?.into_map().into_iter().filter(|(k, _)| k.starts_with("model.")).collect();
+                weights::load(&path)?.into_map().into_iter().filter(|(k, _)| k.starts_with("model.")).collect();
             network.load_weights(&tensors, &path)?;
         }
         None => tracing::warn!("edm network without a checkpoint: EDM's random initialisation"),

@@ -5,9 +5,9 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use difi_core::checkpoint;
 use difi_core::error::{Error, Result, TorchContext};
 use difi_core::traits::ScoreModel;
+use difi_formats::weights;
 use serde::{Deserialize, Serialize};
 use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
@@ -97,6 +97,15 @@ impl EdmNetwork {
         self.kind
     }
 
+    /// The precision the backbone runs in, `Auto` resolved.
+    pub fn backbone_precision(&self) -> Precision {
+        match self.kind {
+            Kind::Half => Precision::Fp16,
+            Kind::BFloat16 => Precision::Bf16,
+            _ => Precision::Fp32,
+        }
+    }
+
     /// Number of trainable parameters (EDM's `sum(p.numel() for p in net.parameters())`).
     pub fn parameter_count(&self) -> i64 {
         self.vs.trainable_variables().iter().map(|t| t.numel() as i64).sum()
@@ -105,7 +114,7 @@ impl EdmNetwork {
     /// Copies weights named as EDM's `state_dict()` into the network: every
     /// key must be present with its shape, and no other key may be.
     pub fn load_weights(&mut self, tensors: &HashMap<String, Tensor>, source: &Path) -> Result<()> {
-        checkpoint::copy_into(&mut self.vs, tensors, source)
+        weights::copy_into(&mut self.vs, tensors, source)
     }
 
     /// `D(x; σ)` as EDM's preconditioners compute it, with augmentation

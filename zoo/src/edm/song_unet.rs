@@ -6,7 +6,7 @@ use difi_core::error::{Result, TorchContext};
 use tch::nn::Path;
 use tch::{Kind, Tensor};
 
-use super::config::EdmNetworkConfig;
+use super::config::{DecoderType, EdmNetworkConfig, EmbeddingType, EncoderType};
 use super::layers::{
     BlockOptions, Conv2d, ConvOptions, FourierEmbedding, GroupNorm, Init, InitMode, Linear, PositionalEmbedding,
     UNetBlock,
@@ -70,7 +70,7 @@ impl SongUNet {
             init_attn: Some(init_attn),
         };
 
-        let map_noise = if c.embedding_type == "positional" {
+        let map_noise = if c.embedding_type == EmbeddingType::Positional {
             NoiseEmbedding::Positional(PositionalEmbedding::new(noise_channels, true))
         } else {
             NoiseEmbedding::Fourier(FourierEmbedding::new(&(path / "map_noise"), noise_channels, 16.0)?)
@@ -119,7 +119,7 @@ impl SongUNet {
                 skips.push(cout);
                 let resample =
                     ConvOptions { down: true, resample_filter: c.resample_filter.clone(), ..ConvOptions::new(init) };
-                if c.encoder_type == "skip" {
+                if c.encoder_type == EncoderType::Skip {
                     enc.push(Encoder::AuxDown(Conv2d::new(&(&enc_path / name("aux_down")), caux, caux, 0, &resample)?));
                     enc.push(Encoder::AuxSkip(Conv2d::new(
                         &(&enc_path / name("aux_skip")),
@@ -129,7 +129,7 @@ impl SongUNet {
                         &ConvOptions::new(init),
                     )?));
                 }
-                if c.encoder_type == "residual" {
+                if c.encoder_type == EncoderType::Residual {
                     let fused = ConvOptions { fused_resample: true, ..resample };
                     enc.push(Encoder::AuxResidual(Conv2d::new(
                         &(&enc_path / name("aux_residual")),
@@ -194,8 +194,8 @@ impl SongUNet {
                 let path = &dec_path / name(&format!("block{idx}"));
                 dec.push(Decoder::Block(Box::new(UNetBlock::new(&path, cin, cout, false, false, attention, &block)?)));
             }
-            if c.decoder_type == "skip" || level == 0 {
-                if c.decoder_type == "skip" && level < levels - 1 {
+            if c.decoder_type == DecoderType::Skip || level == 0 {
+                if c.decoder_type == DecoderType::Skip && level < levels - 1 {
                     let up =
                         ConvOptions { up: true, resample_filter: c.resample_filter.clone(), ..ConvOptions::new(init) };
                     dec.push(Decoder::AuxUp(Conv2d::new(

@@ -6,7 +6,7 @@ use std::io::Read;
 use std::path::Path;
 
 use difi_core::error::{Error, Result};
-use difi_core::pickle::{self, Value};
+use difi_formats::pickle::{self, Value};
 use flate2::read::GzDecoder;
 
 use super::{Source, SourceImage, limit};

@@ -1,0 +1,70 @@
+//! Compiles `csrc/` into a static library against the same libtorch that
+//! torch-sys links, then does what every difi crate's build script does
+//! (`build-support/link_torch.rs`) so this crate's tests find libtorch at run
+//! time.
+
+use std::env;
+use std::error::Error;
+use std::path::PathBuf;
+
+#[path = "../build-support/link_torch.rs"]
+mod link_torch;
+
+/// Every C++ source of the shim; add new files here as the crate grows.
+const SOURCES: &[&str] = &["csrc/difi_ext.cpp"];
+
+fn main() -> Result<(), Box<dyn Error>> {
+    let lib_dir = libtorch_lib_dir()?;
+    let root = lib_dir.parent().ok_or_else(|| format!("libtorch lib dir {} has no parent", lib_dir.display()))?;
+    let include = root.join("include");
+    let api_include = include.join("torch/csrc/api/include");
+    if !include.join("ATen/Context.h").exists() {
+        return Err(format!("no libtorch headers under {}", include.display()).into());
+    }
+
+    // The shim must use the same std::string layout as libtorch, or calls that
+    // pass strings (error messages, precision names) silently corrupt memory.
+    println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
+    let cxx11_abi = env::var("LIBTORCH_CXX11_ABI").unwrap_or_else(|_| "1".to_string());
+
+    for source in SOURCES {
+        println!("cargo:rerun-if-changed={source}");
+    }
+    cc::Build::new()
+        .cpp(true)
+        .pic(true)
+        .std("c++17")
+        .warnings(false)
+        .include(&include)
+        .include(&api_include)
+        .define("_GLIBCXX_USE_CXX11_ABI", cxx11_abi.as_str())
+        .files(SOURCES)
+        .try_compile("difi_ext")?;
+
+    // torch-sys links these too, but naming them after the static shim keeps
+    // its undefined symbols (at::globalContext, c10::Error) resolvable even
+    // if the linker sees the shim after torch-sys's libraries.
+    println!("cargo:rustc-link-search=native={}", lib_dir.display());
+    println!("cargo:rustc-link-lib=dylib=torch_cpu");
+    println!("cargo:rustc-link-lib=dylib=c10");
+
+    // rpath, `--no-as-needed` libtorch_cuda, version variables: shared with
+    // every other difi crate. It reads DEP_TCH_LIBTORCH_LIB itself, which
+    // torch-sys always sets for a direct dependent on Linux and macOS.
+    link_torch::link_torch();
+    Ok(())
+}
+
+/// The libtorch library directory: the one torch-sys reports to dependents
+/// (so the shim and tch can never disagree on libtorch), else `$LIBTORCH/lib`.
+fn libtorch_lib_dir() -> Result<PathBuf, Box<dyn Error>> {
+    println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
+    println!("cargo:rerun-if-env-changed=LIBTORCH");
+    if let Ok(dir) = env::var("DEP_TCH_LIBTORCH_LIB") {
+        return Ok(PathBuf::from(dir));
+    }
+    match env::var("LIBTORCH") {
+        Ok(root) => Ok(PathBuf::from(root).join("lib")),
+        Err(_) => Err("neither torch-sys's DEP_TCH_LIBTORCH_LIB nor LIBTORCH is set".into()),
+    }
+}

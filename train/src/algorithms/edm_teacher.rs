@@ -1,0 +1,120 @@
+//! Training a teacher: EDM's denoising score matching on dataset images
+//! (Karras et al. 2022, `training/training_loop.py` with `EDMLoss`), with
+//! the network's EMA kept as EDM keeps it. The trained EMA is a teacher for
+//! Diff-Instruct.
+
+use std::rc::Rc;
+
+use difi_core::component::Component;
+use difi_core::error::{Error, Result, TorchContext};
+use difi_core::registry::{Registry, ResolveContext, Role};
+use difi_core::traits::{Dataset, ScoreModel};
+use serde::{Deserialize, Serialize};
+use tch::{Device, Kind, Tensor};
+
+use crate::algorithm::{Algorithm, BuildEnv};
+use crate::edm_loss::EdmLoss;
+use crate::networks::{Builder, check_dataset};
+use crate::step::{Losses, Part, PartRole, Step, StepContext};
+
+/// The teacher-training section of a config; the images come from the
+/// config's `dataset`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EdmTeacherTraining {
+    /// The score model to train (a score-model plugin, e.g. `edm`).
+    pub network: Component,
+    /// Noise levels of the denoising loss.
+    #[serde(default)]
+    pub loss: EdmLoss,
+}
+
+impl Algorithm for EdmTeacherTraining {
+    const NAME: &'static str = "edm-teacher";
+
+    fn trained_parts(&self) -> Vec<&'static str> {
+        vec!["network"]
+    }
+
+    fn resolve(&mut self, registry: &Registry, ctx: &ResolveContext<'_>) -> Result<()> {
+        self.network.resolve_plugin(registry, ctx, Role::ScoreModel, "network")
+    }
+
+    fn validate(&self) -> Result<()> {
+        self.loss.validate().map_err(|e| e.under("loss"))
+    }
+
+    fn build(&self, env: &BuildEnv<'_>) -> Result<Box<dyn Step>> {
+        let dataset =
+            env.dataset.clone().ok_or_else(|| Error::config("dataset", "teacher training needs a dataset"))?;
+        let b = Builder { registry: env.registry, device: env.device, seed: env.seed, base_dir: env.base_dir };
+        let network = b.initialised_score_model(&self.network, "network", 0)?;
+        let network_ema = b.initialised_score_model(&self.network, "network", 0)?;
+        check_dataset(dataset.as_ref(), network.as_ref())?;
+        if network.var_store().is_none() {
+            return Err(Error::config("network", "has no weights to train"));
+        }
+        if dataset.is_empty() {
+            return Err(Error::config("dataset", "holds no images"));
+        }
+        Ok(Box::new(EdmTeacherStep { network, network_ema, dataset, loss: self.loss.clone() }))
+    }
+}
+
+struct EdmTeacherStep {
+    network: Box<dyn ScoreModel>,
+    network_ema: Box<dyn ScoreModel>,
+    dataset: Rc<dyn Dataset>,
+    loss: EdmLoss,
+}
+
+impl EdmTeacherStep {
+    /// `n` dataset images drawn uniformly (with replacement) as float
+    /// `[n, C, H, W]` in [−1, 1], with one-hot labels for a conditional network.
+    fn batch(&self, n: i64, device: Device) -> Result<(Tensor, Option<Tensor>)> {
+        let len = self.dataset.len() as i64;
+        let indices = Vec::<i64>::try_from(Tensor::f_randint(len, [n], (Kind::Int64, Device::Cpu)).ctx("indices")?)
+            .ctx("indices")?;
+        let mut images = Vec::with_capacity(indices.len());
+        let mut classes = Vec::with_capacity(indices.len());
+        for index in indices {
+            let (image, class) = self.dataset.get(index as usize)?;
+            images.push(image);
+            classes.push(class.unwrap_or(0));
+        }
+        let images = Tensor::f_stack(&images, 0).ctx("batch")?.f_to_device(device).ctx("batch")?;
+        let images = images.f_to_kind(Kind::Float).ctx("batch")? / 127.5 - 1.0;
+        let label_dim = self.network.label_dim();
+        let labels = if label_dim > 0 {
+            let classes = Tensor::from_slice(&classes).f_to_device(device).ctx("labels")?;
+            Some(classes.f_one_hot(label_dim).ctx("labels")?.f_to_kind(Kind::Float).ctx("labels")?)
+        } else {
+            None
+        };
+        Ok((images, labels))
+    }
+}
+
+impl Step for EdmTeacherStep {
+    fn parts(&mut self) -> Vec<Part<'_>> {
+        vec![
+            Part {
+                name: "network",
+                vars: self.network.var_store_mut().expect("checked when built"),
+                role: PartRole::Trained,
+            },
+            Part {
+                name: "network_ema",
+                vars: self.network_ema.var_store_mut().expect("built like the network"),
+                role: PartRole::EmaOf("network"),
+            },
+        ]
+    }
+
+    fn iteration(&mut self, ctx: &mut StepContext<'_>) -> Result<Losses> {
+        let (images, labels) = self.batch(ctx.batch_size, ctx.device)?;
+        self.network.set_train(true);
+        let loss = self.loss.loss(self.network.as_ref(), &images, labels.as_ref())?;
+        Ok(Losses(vec![("network", ctx.update("network", &loss)?)]))
+    }
+}

@@ -1,0 +1,55 @@
+//! Drawing samples from a one-step generator, batch by batch. Latents and
+//! labels of batch `i` come from `(seed, Sampling, i)`, so the same seed and
+//! batch size give the same samples whatever reads them (`difi sample`,
+//! metrics, `difi evaluate`).
+
+use difi_core::draws::random_labels;
+use difi_core::error::{Result, TorchContext};
+use difi_core::rng::{RngStream, reseed};
+use difi_core::traits::Generator;
+use tch::{Device, Kind, Tensor};
+
+/// Batches of `n` generator samples in all: `[b, *sample_shape]` on the
+/// generator's device, with one-hot labels for conditional generators.
+/// Runs without gradients.
+pub fn sample_batches(
+    generator: &dyn Generator,
+    n: i64,
+    batch_size: i64,
+    seed: u64,
+    device: Device,
+) -> impl Iterator<Item = Result<(Tensor, Option<Tensor>)>> + '_ {
+    let batch_size = batch_size.max(1);
+    (0..n.max(0)).step_by(batch_size as usize).enumerate().map(move |(index, start)| {
+        let _guard = tch::no_grad_guard();
+        let b = batch_size.min(n - start);
+        reseed(seed, RngStream::Sampling, index as u64);
+        let z = generator.sample_latents(b, device)?;
+        let labels = random_labels(b, generator.label_dim(), device)?;
+        let x = generator.generate(&z, labels.as_ref())?;
+        Ok((x, labels))
+    })
+}
+
+/// `n` generator samples `[n, *sample_shape]` (float32, on the CPU) and, for
+/// conditional generators, their class indices `[n]`.
+pub fn generate_samples(
+    generator: &dyn Generator,
+    n: i64,
+    batch_size: i64,
+    seed: u64,
+    device: Device,
+) -> Result<(Tensor, Option<Tensor>)> {
+    let mut samples = Vec::new();
+    let mut classes = Vec::new();
+    for batch in sample_batches(generator, n, batch_size, seed, device) {
+        let (x, labels) = batch?;
+        samples.push(x.f_to_device(Device::Cpu).ctx("copy samples")?.f_to_kind(Kind::Float).ctx("samples")?);
+        if let Some(labels) = labels {
+            classes.push(labels.f_argmax(1, false).ctx("labels")?.f_to_device(Device::Cpu).ctx("labels")?);
+        }
+    }
+    let samples = Tensor::f_cat(&samples, 0).ctx("concatenate samples")?;
+    let classes = if classes.is_empty() { None } else { Some(Tensor::f_cat(&classes, 0).ctx("labels")?) };
+    Ok((samples, classes))
+}

@@ -1,0 +1,38 @@
+//! difi-train: one runner for every training algorithm.
+//!
+//! - [`runner`]: the loop (warm-up, iterations, EMA, ticks, snapshots,
+//!   metrics, exact resume, stopping on request, progress);
+//! - [`step`] and [`algorithm`]: what an algorithm gives the runner, a
+//!   [`Step`](step::Step) over named parts, built from its config section;
+//! - [`algorithms`]: Diff-Instruct and EDM teacher training;
+//! - [`config`]: the run config (run settings + the algorithm's section);
+//! - [`session`]: what a command runs (new or resumed run, Ctrl-C);
+//! - [`optim`], [`ema`], [`snapshot`], [`run_dir`], [`stats`]: the runner's parts;
+//! - [`networks`], [`denoiser_generator`], [`edm_loss`]: building blocks of the algorithms;
+//! - [`generate`], [`run_generator`], [`snapshot_metrics`], [`bench`]: using what was trained.
+
+pub mod algorithm;
+pub mod algorithms;
+pub mod bench;
+pub mod config;
+pub mod denoiser_generator;
+pub mod edm_loss;
+pub mod ema;
+pub mod generate;
+pub mod networks;
+pub mod optim;
+pub mod run_dir;
+pub mod run_generator;
+pub mod runner;
+pub mod session;
+pub mod snapshot;
+pub mod snapshot_metrics;
+pub mod stats;
+pub mod step;
+pub mod stop;
+
+pub use algorithm::{Algorithm, BuildEnv};
+pub use algorithms::diff_instruct::DiffInstruct;
+pub use algorithms::edm_teacher::EdmTeacherTraining;
+pub use config::RunConfig;
+pub use session::{ConfigSource, Session};

@@ -1,0 +1,287 @@
+//! The training loop, the same for every algorithm: warm-up, iterations,
+//! EMA, ticks (`stats.jsonl`), snapshots, metrics at snapshots, exact
+//! resumption, stopping on request, progress. What an iteration does is the
+//! [`Step`]'s business.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use difi_core::error::{Error, Result};
+use difi_core::rng::{RngStream, reseed};
+use tch::Device;
+
+use crate::config::{RunSettings, Schedule};
+use crate::ema::{Ema, ema_beta};
+use crate::optim::Adam;
+use crate::run_dir::RunDir;
+use crate::snapshot::{self, PartVariables, TrainState};
+use crate::snapshot_metrics::SnapshotMetrics;
+use crate::stats::TickStats;
+use crate::step::{Losses, PartRole, Step, StepContext};
+
+/// How a call to [`Runner::run`] ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// `total_kimg` reached; the final snapshot is written.
+    Finished,
+    /// Stopped on request; a snapshot of the current iteration is written.
+    Stopped,
+}
+
+/// Drives a step: owns its optimisers, EMAs and the training state.
+pub struct Runner {
+    step: Box<dyn Step>,
+    parts: Vec<PartVariables>,
+    optimizers: BTreeMap<String, Adam>,
+    emas: Vec<Ema>,
+    state: TrainState,
+    schedule: Schedule,
+    seed: u64,
+    device: Device,
+    metrics: Option<SnapshotMetrics>,
+}
+
+impl Runner {
+    /// Takes the step's parts: freezes frozen and EMA parts, initialises each
+    /// EMA from its source, and gives every trained part the optimiser
+    /// `settings.optim.<name>` describes.
+    pub fn new(mut step: Box<dyn Step>, settings: &RunSettings, device: Device) -> Result<Self> {
+        let mut parts = Vec::new();
+        let mut optimizers = BTreeMap::new();
+        for part in step.parts() {
+            if parts.iter().any(|p: &PartVariables| p.name == part.name) {
+                return Err(step_error(format!("declares the part `{}` twice", part.name)));
+            }
+            if part.role != PartRole::Trained {
+                part.vars.freeze();
+            }
+            let mut variables: Vec<_> = part.vars.variables().into_iter().collect();
+            variables.sort_by(|a, b| a.0.cmp(&b.0));
+            if part.role == PartRole::Trained {
+                let config = settings.optim.get(part.name).cloned().ok_or_else(|| {
+                    Error::config(format!("optim.{}", part.name), "missing for a trained part (resolve the config)")
+                })?;
+                optimizers.insert(part.name.to_string(), Adam::new(&variables, config)?);
+            }
+            parts.push(PartVariables { name: part.name, role: part.role, variables });
+        }
+        let mut emas = Vec::new();
+        for part in &parts {
+            if let PartRole::EmaOf(source) = part.role {
+                let live = parts.iter().find(|p| p.name == source && p.role == PartRole::Trained).ok_or_else(|| {
+                    step_error(format!("`{}` averages `{source}`, which is not a trained part", part.name))
+                })?;
+                emas.push(Ema::new(&part.variables, &live.variables, part.name)?);
+            }
+        }
+        Ok(Runner {
+            step,
+            parts,
+            optimizers,
+            emas,
+            state: TrainState::default(),
+            schedule: settings.schedule.clone(),
+            seed: settings.seed,
+            device,
+            metrics: None,
+        })
+    }
+
+    /// Computes `metrics` of the step's evaluated generator after every snapshot.
+    pub fn set_metrics(&mut self, metrics: SnapshotMetrics) -> Result<()> {
+        if self.step.evaluated_generator().is_none() {
+            return Err(Error::config("metrics.list", "this algorithm has no generator to measure"));
+        }
+        self.metrics = Some(metrics);
+        Ok(())
+    }
+
+    /// Where training stands.
+    pub fn state(&self) -> &TrainState {
+        &self.state
+    }
+
+    /// The step.
+    pub fn step(&self) -> &dyn Step {
+        self.step.as_ref()
+    }
+
+    /// One iteration of the step, then the EMAs. Draws from libtorch's
+    /// generator as it stands (the loop reseeds it before each call).
+    pub fn iteration(&mut self) -> Result<Losses> {
+        let batch = self.schedule.batch_size;
+        let mut ctx = StepContext::new(self.device, batch, self.state.iteration, &mut self.optimizers);
+        let losses = self.step.iteration(&mut ctx)?;
+        let beta = ema_beta(self.schedule.ema_halflife_kimg, self.schedule.ema_rampup_ratio, self.state.nimg, batch);
+        for ema in &self.emas {
+            ema.update(beta)?;
+        }
+        self.state.iteration += 1;
+        self.state.nimg += batch as u64;
+        Ok(losses)
+    }
+
+    /// Trains until `total_kimg`, writing stats every tick and snapshots as
+    /// scheduled. When `stop` becomes true, writes a snapshot of the current
+    /// iteration and returns [`Outcome::Stopped`].
+    pub fn run(&mut self, run: &RunDir, stop: &AtomicBool) -> Result<Outcome> {
+        let started = Instant::now();
+        let elapsed_before = self.state.elapsed_s;
+        let elapsed = |started: &Instant| elapsed_before + started.elapsed().as_secs_f64();
+
+        let warmup_total = self.step.warmup_iterations();
+        let warmup_bar = progress_bar(warmup_total, "warm-up");
+        warmup_bar.set_position(self.state.warmup_done);
+        while self.state.warmup_done < warmup_total {
+            if stop.load(Ordering::SeqCst) {
+                warmup_bar.abandon();
+                self.state.elapsed_s = elapsed(&started);
+                self.snapshot(run)?;
+                return Ok(Outcome::Stopped);
+            }
+            reseed(self.seed, RngStream::Warmup, self.state.warmup_done);
+            let mut ctx =
+                StepContext::new(self.device, self.schedule.batch_size, self.state.iteration, &mut self.optimizers);
+            let losses = self.step.warmup(&mut ctx)?;
+            if let Some(name) = losses.first_non_finite() {
+                return Err(Error::NonFinite {
+                    what: loss_label(name),
+                    iteration: self.state.warmup_done,
+                    detail: format!("during the warm-up; lower optim.{name}.lr"),
+                });
+            }
+            self.state.warmup_done += 1;
+            warmup_bar.inc(1);
+        }
+        warmup_bar.finish_and_clear();
+
+        let total_nimg = (self.schedule.total_kimg * 1000.0).round() as u64;
+        let tick_nimg = ((self.schedule.tick_kimg * 1000.0).round() as u64).max(1);
+        let bar = progress_bar(total_nimg, "kimg");
+        bar.set_position(self.state.nimg.min(total_nimg));
+        let mut tick = TickStats::new(self.state.nimg);
+        while self.state.nimg < total_nimg {
+            if stop.load(Ordering::SeqCst) {
+                bar.abandon();
+                self.state.elapsed_s = elapsed(&started);
+                let path = self.snapshot(run)?;
+                tracing::info!("stopped; snapshot written to {}", path.display());
+                return Ok(Outcome::Stopped);
+            }
+            reseed(self.seed, RngStream::Iteration, self.state.iteration);
+            let losses = self.iteration()?;
+            self.check_finite(&losses)?;
+            tick.add(&losses);
+            bar.set_position(self.state.nimg.min(total_nimg));
+
+            let done = self.state.nimg >= total_nimg;
+            if done || self.state.nimg >= self.state.tick_start_nimg + tick_nimg {
+                self.state.elapsed_s = elapsed(&started);
+                if let Device::Cuda(index) = self.device {
+                    tch::Cuda::synchronize(index as i64);
+                }
+                let line = tick.line(
+                    self.state.tick,
+                    self.state.iteration,
+                    self.state.nimg,
+                    self.state.elapsed_s,
+                    self.device,
+                );
+                let summary: Vec<String> =
+                    losses.0.iter().filter_map(|(name, _)| Some(format!("{name} {:.4}", tick.mean(name)?))).collect();
+                bar.set_message(format!("loss {}", summary.join(" ")));
+                tracing::info!(
+                    tick = self.state.tick,
+                    kimg = self.state.nimg as f64 / 1000.0,
+                    "tick: loss {}",
+                    summary.join(", ")
+                );
+                run.append_stats(&line)?;
+                self.state.tick += 1;
+                self.state.tick_start_nimg = self.state.nimg;
+                tick = TickStats::new(self.state.nimg);
+                let snapshot_due =
+                    self.schedule.snapshot_ticks > 0 && self.state.tick.is_multiple_of(self.schedule.snapshot_ticks);
+                if done || snapshot_due {
+                    let path = self.snapshot(run)?;
+                    self.evaluate_metrics(run, &path)?;
+                }
+            }
+        }
+        bar.finish_and_clear();
+        Ok(Outcome::Finished)
+    }
+
+    fn check_finite(&mut self, losses: &Losses) -> Result<()> {
+        let Some(name) = losses.first_non_finite() else {
+            self.state.nonfinite_streak = 0;
+            return Ok(());
+        };
+        self.state.nonfinite_streak += 1;
+        tracing::warn!(iteration = self.state.iteration, ?losses, "non-finite loss; update skipped");
+        if self.state.nonfinite_streak >= self.schedule.max_nonfinite_iters.max(1) {
+            return Err(Error::NonFinite {
+                what: loss_label(name),
+                iteration: self.state.iteration,
+                detail: format!(
+                    "{} iterations in a row; the snapshots written so far are intact; \
+                     lower the learning rates or raise schedule.max_nonfinite_iters",
+                    self.state.nonfinite_streak
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// Evaluates the configured metrics and appends them to `metrics.jsonl`,
+    /// each tagged with the snapshot.
+    fn evaluate_metrics(&self, run: &RunDir, snapshot: &Path) -> Result<()> {
+        let (Some(metrics), Some(generator)) = (&self.metrics, self.step.evaluated_generator()) else {
+            return Ok(());
+        };
+        for mut line in metrics.evaluate(generator)? {
+            line["snapshot"] = serde_json::json!(snapshot.file_name().map(|n| n.to_string_lossy().into_owned()));
+            line["kimg"] = serde_json::json!(self.state.nimg as f64 / 1000.0);
+            line["iteration"] = serde_json::json!(self.state.iteration);
+            tracing::info!("{} {}", line["metric"], line["results"]);
+            run.append_metrics(&line)?;
+        }
+        Ok(())
+    }
+
+    /// Writes a snapshot of the current iteration into the run directory.
+    pub fn snapshot(&mut self, run: &RunDir) -> Result<PathBuf> {
+        self.state.optimizer_steps = self.optimizers.iter().map(|(name, adam)| (name.clone(), adam.steps())).collect();
+        let path = run.write_snapshot(self.state.iteration, |dir| {
+            snapshot::save(dir, &self.parts, &self.optimizers, &self.state)
+        })?;
+        tracing::debug!("snapshot {}", path.display());
+        Ok(path)
+    }
+
+    /// Restores weights, optimiser moments and state from a snapshot directory.
+    pub fn load_snapshot(&mut self, dir: &Path) -> Result<()> {
+        self.state = snapshot::load(dir, &self.parts, &mut self.optimizers)?;
+        Ok(())
+    }
+}
+
+/// `fake_score` → `fake-score loss`.
+fn loss_label(name: &str) -> String {
+    format!("{} loss", name.replace('_', "-"))
+}
+
+fn step_error(message: String) -> Error {
+    Error::Plugin { plugin: "training step".into(), message }
+}
+
+fn progress_bar(len: u64, unit: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(len);
+    let template = format!("{{elapsed_precise}} [{{bar:30}}] {{pos}}/{{len}} {unit} (eta {{eta}}) {{msg}}");
+    if let Ok(style) = indicatif::ProgressStyle::with_template(&template) {
+        bar.set_style(style);
+    }
+    bar
+}

@@ -1,0 +1,142 @@
+//! A training session as a command runs it: a new run directory or a
+//! resumed one, the step built from the config, metrics, Ctrl-C, the loop.
+//! Commands stay thin: they parse arguments and print the outcome.
+
+use std::path::{Path, PathBuf};
+
+use difi_core::error::{Error, Result};
+use difi_core::registry::Registry;
+
+use crate::algorithm::{Algorithm, BuildEnv};
+use crate::config::RunConfig;
+use crate::networks::build_dataset;
+use crate::run_dir::RunDir;
+use crate::runner::{Outcome, Runner};
+use crate::snapshot::TrainState;
+use crate::snapshot_metrics::SnapshotMetrics;
+use crate::stop::stop_flag;
+
+/// Where a config comes from: a file, `--set` overrides and `--plugin` libraries.
+#[derive(Clone, Debug, Default)]
+pub struct ConfigSource {
+    pub overrides: Vec<String>,
+    pub plugins: Vec<PathBuf>,
+}
+
+impl ConfigSource {
+    /// Reads the config at `path`, adds the plugin libraries (recorded in the
+    /// config, so the run can be resumed and sampled without repeating
+    /// them), loads them and resolves everything.
+    pub fn load<A: Algorithm>(&self, path: &Path) -> Result<(RunConfig<A>, Registry)> {
+        let mut config = RunConfig::<A>::load(path, &self.overrides)?;
+        for plugin in &self.plugins {
+            let absolute = std::path::absolute(plugin).map_err(|e| Error::io(plugin, e))?;
+            if !config.run.plugins.iter().any(|p| config.path(p) == absolute) {
+                config.run.plugins.push(absolute);
+            }
+        }
+        let registry = config.registry()?;
+        let resolved = config.resolve(&registry)?;
+        Ok((resolved, registry))
+    }
+}
+
+/// A runner ready to train, with its run directory and config.
+pub struct Session<A> {
+    pub run: RunDir,
+    pub config: RunConfig<A>,
+    runner: Runner,
+}
+
+/// How a session ended.
+pub struct Finished {
+    pub outcome: Outcome,
+    pub state: TrainState,
+    /// The newest snapshot.
+    pub snapshot: Option<PathBuf>,
+}
+
+/// Builds the runner of a resolved config.
+pub fn build_runner<A: Algorithm>(config: &RunConfig<A>, registry: &Registry) -> Result<Runner> {
+    let device = config.run.resolve_device()?;
+    let dataset = match &config.run.dataset {
+        Some(component) => Some(build_dataset(component, registry, config.base_dir())?),
+        None => None,
+    };
+    let env = BuildEnv {
+        registry,
+        device,
+        seed: config.run.seed,
+        base_dir: config.base_dir(),
+        dataset,
+        batch_size: config.run.schedule.batch_size,
+    };
+    let step = config.algorithm.build(&env)?;
+    Runner::new(step, &config.run, device)
+}
+
+impl<A: Algorithm> Session<A> {
+    /// A new run of `config` in `outdir`, which must be empty or absent. The
+    /// networks are built before the directory is created, so a config that
+    /// cannot be built leaves nothing behind.
+    pub fn create(config: RunConfig<A>, registry: &Registry, outdir: &Path) -> Result<Self> {
+        let runner = build_runner(&config, registry)?;
+        let run = RunDir::create(outdir)?;
+        run.write_config(&config.to_ron())?;
+        Self::prepared(run, config, registry, runner)
+    }
+
+    /// The run in `dir`, from its latest snapshot (from the start if it has
+    /// none). Overrides change the recorded config.
+    pub fn resume(dir: &Path, source: &ConfigSource) -> Result<Self> {
+        let run = RunDir::open(dir)?;
+        let (config, registry) = source.load::<A>(&run.config_path())?;
+        if !source.overrides.is_empty() {
+            tracing::warn!("overrides change the recorded config of {}", dir.display());
+            run.write_config(&config.to_ron())?;
+        }
+        let mut runner = build_runner(&config, &registry)?;
+        match run.latest_snapshot()? {
+            Some(snapshot) => {
+                runner.load_snapshot(&snapshot)?;
+                let state = runner.state();
+                tracing::info!(
+                    "resuming {} at kimg {:.3} (iteration {})",
+                    snapshot.display(),
+                    state.nimg as f64 / 1000.0,
+                    state.iteration
+                );
+            }
+            None => tracing::warn!("{} has no snapshot yet; starting from the beginning", dir.display()),
+        }
+        Self::prepared(run, config, &registry, runner)
+    }
+
+    fn prepared(run: RunDir, config: RunConfig<A>, registry: &Registry, mut runner: Runner) -> Result<Self> {
+        if !config.run.metrics.list.is_empty() {
+            let dataset = match &config.run.dataset {
+                Some(component) => Some(build_dataset(component, registry, config.base_dir())?),
+                None => None,
+            };
+            let device = config.run.resolve_device()?;
+            let metrics = SnapshotMetrics::new(
+                &config.run.metrics,
+                config.base_dir(),
+                dataset.as_deref(),
+                &run,
+                config.run.seed,
+                device,
+            )?;
+            runner.set_metrics(metrics)?;
+        }
+        Ok(Session { run, config, runner })
+    }
+
+    /// Trains until the schedule ends or Ctrl-C.
+    pub fn run(mut self) -> Result<Finished> {
+        let stop = stop_flag()?;
+        tracing::info!("run directory {}", self.run.root().display());
+        let outcome = self.runner.run(&self.run, &stop)?;
+        Ok(Finished { outcome, state: self.runner.state().clone(), snapshot: self.run.latest_snapshot()? })
+    }
+}
