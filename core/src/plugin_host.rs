@@ -13,7 +13,8 @@ use torch_sys::C_tensor;
 
 use crate::abi::{self, Declaration, DivergenceVTable, LossCall};
 use crate::error::{Error, Result};
-use crate::registry::{Builder, Entry, Params, Registry};
+use crate::params::Params;
+use crate::registry::{Builder, Entry, Registry};
 use crate::traits::{Divergence, ScoreModel};
 
 /// The fingerprint a library declares, read after its magic and ABI checked out.

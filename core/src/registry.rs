@@ -14,7 +14,7 @@ use serde::de::DeserializeOwned;
 use tch::Device;
 
 use crate::error::{Error, Result};
-pub use crate::params::{Params, decode_params};
+use crate::params::Params;
 pub use crate::role::Role;
 use crate::traits::{Dataset, Divergence, Generator, ScoreModel};
 
@@ -260,10 +260,10 @@ macro_rules! register_plugin {
     ($role:ident, $name:literal, $params:ty, $build:expr, resolve = $resolve:expr) => {
         const _: () = {
             fn __difi_build(
-                params: &$crate::registry::Params,
+                params: &$crate::params::Params,
                 ctx: &$crate::registry::BuildContext<'_>,
             ) -> $crate::Result<::std::boxed::Box<dyn $crate::traits::$role>> {
-                let params: $params = $crate::registry::decode_params(params)?;
+                let params: $params = $crate::params::decode_params(params)?;
                 let build: fn(
                     $params,
                     &$crate::registry::BuildContext<'_>,

@@ -10,7 +10,6 @@ use difi_core::device::DeviceSpec;
 use difi_core::draws::random_labels;
 use difi_core::rng::{RngStream, reseed};
 use difi_formats::{image, npz};
-use difi_train::BuildEnv;
 use difi_train::generate::generate_samples;
 use difi_train::run_generator::RunGenerator;
 use difi_zoo::heun_sampler::HeunSampler;
@@ -121,15 +120,7 @@ fn sample_teacher(args: &Args, config_path: &Path) -> Result<(Tensor, String)> {
         config.run.device = device;
     }
     let device = config.run.resolve_device()?;
-    let env = BuildEnv {
-        registry: &registry,
-        device,
-        seed: config.run.seed,
-        base_dir: config.base_dir(),
-        dataset: None,
-        batch_size: args.batch,
-    };
-    let teacher = config.algorithm.build_teacher(&env)?;
+    let teacher = config.algorithm.build_teacher(&config.build_env(&registry, device, None))?;
     let sampler = HeunSampler {
         num_steps: args.steps,
         sigma_min: args.sigma_min,

@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 use difi_core::component::Component;
 use difi_core::device::DeviceSpec;
@@ -16,11 +17,13 @@ use difi_core::error::{Error, Result};
 use difi_core::params::{Params, decode_params, encode_params};
 use difi_core::registry::{Registry, ResolveContext, Role};
 use difi_core::ron_tree;
+use difi_core::traits::Dataset;
 use difi_metrics::Metric;
 use difi_metrics::detectors::DetectorSpec;
 use serde::{Deserialize, Serialize};
 
-use crate::algorithm::Algorithm;
+use crate::algorithm::{Algorithm, BuildEnv};
+use crate::networks::build_dataset;
 use crate::optim::AdamConfig;
 
 /// The config format this difi reads and writes.
@@ -219,6 +222,21 @@ impl<A: Algorithm> RunConfig<A> {
     /// Resolves a path written in the config.
     pub fn path(&self, path: &Path) -> PathBuf {
         self.base_dir().join(path)
+    }
+
+    /// What building the algorithm's networks on `device` needs.
+    pub fn build_env<'a>(
+        &'a self,
+        registry: &'a Registry,
+        device: tch::Device,
+        dataset: Option<Rc<dyn Dataset>>,
+    ) -> BuildEnv<'a> {
+        BuildEnv { registry, device, seed: self.run.seed, base_dir: self.base_dir(), dataset }
+    }
+
+    /// The config's dataset, if it names one.
+    pub fn dataset(&self, registry: &Registry) -> Result<Option<Rc<dyn Dataset>>> {
+        self.run.dataset.as_ref().map(|component| build_dataset(component, registry, self.base_dir())).transpose()
     }
 
     /// A registry with the built-in plugins and the runtime libraries that

@@ -15,15 +15,15 @@ use tch::Device;
 
 use crate::denoiser_generator::{DenoiserGenerator, DenoiserGeneratorParams};
 
-/// Where components are built: registry, device, seed and base directory.
-pub struct Builder<'a> {
+/// Builds networks from components: the registry, device, seed and base directory.
+pub struct NetworkBuilder<'a> {
     pub registry: &'a Registry,
     pub device: Device,
     pub seed: u64,
     pub base_dir: &'a Path,
 }
 
-impl Builder<'_> {
+impl NetworkBuilder<'_> {
     /// The teacher `component` (at config key `key`), frozen and in eval mode;
     /// its random initialisation (if it has no checkpoint) is stream `init_index`.
     pub fn teacher(&self, component: &Component, key: &str, init_index: u64) -> Result<Box<dyn ScoreModel>> {

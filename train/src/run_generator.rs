@@ -8,7 +8,6 @@ use difi_core::traits::Generator;
 use difi_formats::weights;
 use tch::Device;
 
-use crate::algorithm::BuildEnv;
 use crate::algorithms::diff_instruct::DiffInstruct;
 use crate::config::RunConfig;
 use crate::run_dir::RunDir;
@@ -45,15 +44,7 @@ impl RunGenerator {
             Some(device) => device,
             None => config.run.resolve_device()?,
         };
-        let env = BuildEnv {
-            registry: &registry,
-            device,
-            seed: config.run.seed,
-            base_dir: config.base_dir(),
-            dataset: None,
-            batch_size: config.run.schedule.batch_size,
-        };
-        let mut generator = config.algorithm.build_generator(&env)?;
+        let mut generator = config.algorithm.build_generator(&config.build_env(&registry, device, None))?;
         let weights = snapshot.join(weights_file(if raw { "generator" } else { "generator_ema" }));
         weights::load_into(generator.var_store_mut(), &weights)?;
         generator.set_train(false);

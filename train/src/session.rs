@@ -3,13 +3,14 @@
 //! Commands stay thin: they parse arguments and print the outcome.
 
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 use difi_core::error::{Error, Result};
 use difi_core::registry::Registry;
+use difi_core::traits::Dataset;
 
-use crate::algorithm::{Algorithm, BuildEnv};
+use crate::algorithm::Algorithm;
 use crate::config::RunConfig;
-use crate::networks::build_dataset;
 use crate::run_dir::RunDir;
 use crate::runner::{Outcome, Runner};
 use crate::snapshot::TrainState;
@@ -58,20 +59,16 @@ pub struct Finished {
 
 /// Builds the runner of a resolved config.
 pub fn build_runner<A: Algorithm>(config: &RunConfig<A>, registry: &Registry) -> Result<Runner> {
+    build_runner_with(config, registry, config.dataset(registry)?)
+}
+
+fn build_runner_with<A: Algorithm>(
+    config: &RunConfig<A>,
+    registry: &Registry,
+    dataset: Option<Rc<dyn Dataset>>,
+) -> Result<Runner> {
     let device = config.run.resolve_device()?;
-    let dataset = match &config.run.dataset {
-        Some(component) => Some(build_dataset(component, registry, config.base_dir())?),
-        None => None,
-    };
-    let env = BuildEnv {
-        registry,
-        device,
-        seed: config.run.seed,
-        base_dir: config.base_dir(),
-        dataset,
-        batch_size: config.run.schedule.batch_size,
-    };
-    let step = config.algorithm.build(&env)?;
+    let step = config.algorithm.build(&config.build_env(registry, device, dataset))?;
     Runner::new(step, &config.run, device)
 }
 
@@ -80,10 +77,11 @@ impl<A: Algorithm> Session<A> {
     /// networks are built before the directory is created, so a config that
     /// cannot be built leaves nothing behind.
     pub fn create(config: RunConfig<A>, registry: &Registry, outdir: &Path) -> Result<Self> {
-        let runner = build_runner(&config, registry)?;
+        let dataset = config.dataset(registry)?;
+        let runner = build_runner_with(&config, registry, dataset.clone())?;
         let run = RunDir::create(outdir)?;
         run.write_config(&config.to_ron())?;
-        Self::prepared(run, config, registry, runner)
+        Self::prepared(run, config, dataset, runner)
     }
 
     /// The run in `dir`, from its latest snapshot (from the start if it has
@@ -95,7 +93,8 @@ impl<A: Algorithm> Session<A> {
             tracing::warn!("overrides change the recorded config of {}", dir.display());
             run.write_config(&config.to_ron())?;
         }
-        let mut runner = build_runner(&config, &registry)?;
+        let dataset = config.dataset(&registry)?;
+        let mut runner = build_runner_with(&config, &registry, dataset.clone())?;
         match run.latest_snapshot()? {
             Some(snapshot) => {
                 runner.load_snapshot(&snapshot)?;
@@ -109,15 +108,16 @@ impl<A: Algorithm> Session<A> {
             }
             None => tracing::warn!("{} has no snapshot yet; starting from the beginning", dir.display()),
         }
-        Self::prepared(run, config, &registry, runner)
+        Self::prepared(run, config, dataset, runner)
     }
 
-    fn prepared(run: RunDir, config: RunConfig<A>, registry: &Registry, mut runner: Runner) -> Result<Self> {
+    fn prepared(
+        run: RunDir,
+        config: RunConfig<A>,
+        dataset: Option<Rc<dyn Dataset>>,
+        mut runner: Runner,
+    ) -> Result<Self> {
         if !config.run.metrics.list.is_empty() {
-            let dataset = match &config.run.dataset {
-                Some(component) => Some(build_dataset(component, registry, config.base_dir())?),
-                None => None,
-            };
             let device = config.run.resolve_device()?;
             let metrics = SnapshotMetrics::new(
                 &config.run.metrics,

@@ -30,7 +30,6 @@ pub fn optimizer_file(name: &str) -> String {
 
 /// Where a run stands; saved in every snapshot as `state.json`.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
-#[serde(default)]
 pub struct TrainState {
     /// Iterations done.
     pub iteration: u64,

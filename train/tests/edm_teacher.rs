@@ -8,12 +8,12 @@ use std::sync::atomic::AtomicBool;
 
 use difi_core::registry::Registry;
 use difi_core::rng::{RngStream, reseed};
+use difi_train::EdmTeacherTraining;
 use difi_train::config::RunConfig;
 use difi_train::edm_loss::EdmLoss;
 use difi_train::run_dir::RunDir;
 use difi_train::runner::Outcome;
 use difi_train::session::build_runner;
-use difi_train::{BuildEnv, EdmTeacherTraining};
 use tch::{Device, Kind, Tensor};
 
 fn teacher_config(overrides: &[String]) -> (RunConfig<EdmTeacherTraining>, Registry) {
@@ -42,15 +42,8 @@ fn teacher_config(overrides: &[String]) -> (RunConfig<EdmTeacherTraining>, Regis
 
 /// The EDM loss of `weights` on 256 digits at fixed draws.
 fn held_out_loss(config: &RunConfig<EdmTeacherTraining>, registry: &Registry, weights: Option<&PathBuf>) -> f64 {
-    let env = BuildEnv {
-        registry,
-        device: Device::Cpu,
-        seed: config.run.seed,
-        base_dir: config.base_dir(),
-        dataset: None,
-        batch_size: 256,
-    };
-    let builder = difi_train::networks::Builder {
+    let env = config.build_env(registry, Device::Cpu, None);
+    let builder = difi_train::networks::NetworkBuilder {
         registry: env.registry,
         device: env.device,
         seed: env.seed,

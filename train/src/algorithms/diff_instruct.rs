@@ -12,21 +12,19 @@
 //! and the runner then updates the generator's EMA. Before the first
 //! iteration the fake score may warm up alone.
 
-use std::rc::Rc;
-
 use difi_core::component::{Component, InitFrom};
 use difi_core::draws::random_labels;
 use difi_core::error::{Error, Result};
 use difi_core::params::{Params, resolve_params};
 use difi_core::registry::{BuildContext, Registry, ResolveContext, Role};
-use difi_core::traits::{Dataset, Divergence, Generator, ScoreModel};
+use difi_core::traits::{Divergence, Generator, ScoreModel};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Tensor};
 
 use crate::algorithm::{Algorithm, BuildEnv};
 use crate::denoiser_generator::DenoiserGeneratorParams;
 use crate::edm_loss::EdmLoss;
-use crate::networks::{Builder, check_dataset};
+use crate::networks::{NetworkBuilder, check_dataset};
 use crate::step::{Losses, Part, PartRole, Step, StepContext};
 
 /// The Diff-Instruct section of a config.
@@ -85,8 +83,8 @@ impl DiffInstruct {
     }
 }
 
-fn builder<'a>(env: &BuildEnv<'a>) -> Builder<'a> {
-    Builder { registry: env.registry, device: env.device, seed: env.seed, base_dir: env.base_dir }
+fn builder<'a>(env: &BuildEnv<'a>) -> NetworkBuilder<'a> {
+    NetworkBuilder { registry: env.registry, device: env.device, seed: env.seed, base_dir: env.base_dir }
 }
 
 impl Algorithm for DiffInstruct {
@@ -149,7 +147,6 @@ impl Algorithm for DiffInstruct {
             fake_loss: self.fake_loss.clone(),
             fake_warmup_iters: self.fake_warmup_iters,
             fake_updates_per_iter: self.fake_updates_per_iter,
-            _dataset: env.dataset.clone(),
         }))
     }
 }
@@ -195,8 +192,6 @@ struct DiffInstructStep {
     fake_warmup_iters: u64,
     fake_updates_per_iter: u64,
     label_dim: i64,
-    /// Shapes and labels only: no real image enters a loss.
-    _dataset: Option<Rc<dyn Dataset>>,
 }
 
 impl DiffInstructStep {

@@ -14,7 +14,7 @@ use tch::{Device, Kind, Tensor};
 
 use crate::algorithm::{Algorithm, BuildEnv};
 use crate::edm_loss::EdmLoss;
-use crate::networks::{Builder, check_dataset};
+use crate::networks::{NetworkBuilder, check_dataset};
 use crate::step::{Losses, Part, PartRole, Step, StepContext};
 
 /// The teacher-training section of a config; the images come from the
@@ -47,7 +47,7 @@ impl Algorithm for EdmTeacherTraining {
     fn build(&self, env: &BuildEnv<'_>) -> Result<Box<dyn Step>> {
         let dataset =
             env.dataset.clone().ok_or_else(|| Error::config("dataset", "teacher training needs a dataset"))?;
-        let b = Builder { registry: env.registry, device: env.device, seed: env.seed, base_dir: env.base_dir };
+        let b = NetworkBuilder { registry: env.registry, device: env.device, seed: env.seed, base_dir: env.base_dir };
         let network = b.initialised_score_model(&self.network, "network", 0)?;
         let network_ema = b.initialised_score_model(&self.network, "network", 0)?;
         check_dataset(dataset.as_ref(), network.as_ref())?;
