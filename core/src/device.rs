@@ -5,13 +5,14 @@
 use std::fmt;
 use std::str::FromStr;
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 use tch::Device;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, InvalidValue, Result};
 
-/// A device by name.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// A device by name; written as a string in configs and on the command line.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub enum DeviceSpec {
     /// CUDA device 0 when one is available, else the CPU.
     #[default]
@@ -43,10 +44,10 @@ impl DeviceSpec {
 }
 
 impl FromStr for DeviceSpec {
-    type Err = Error;
+    type Err = InvalidValue;
 
-    fn from_str(name: &str) -> Result<Self> {
-        let bad = || Error::config("device", format!("`{name}` is not a device; use auto, cpu, cuda or cuda:N"));
+    fn from_str(name: &str) -> std::result::Result<Self, InvalidValue> {
+        let bad = || InvalidValue(format!("`{name}` is not a device; use auto, cpu, cuda or cuda:N"));
         Ok(match name.trim() {
             "auto" => DeviceSpec::Auto,
             "cpu" => DeviceSpec::Cpu,
@@ -66,17 +67,17 @@ impl fmt::Display for DeviceSpec {
     }
 }
 
-impl Serialize for DeviceSpec {
-    fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
+impl TryFrom<String> for DeviceSpec {
+    type Error = InvalidValue;
+
+    fn try_from(text: String) -> std::result::Result<Self, InvalidValue> {
+        text.parse()
     }
 }
 
-impl<'de> Deserialize<'de> for DeviceSpec {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
-        let name = String::deserialize(deserializer)?;
-        name.parse()
-            .map_err(|_| serde::de::Error::custom(format!("`{name}` is not a device; use auto, cpu, cuda or cuda:N")))
+impl From<DeviceSpec> for String {
+    fn from(value: DeviceSpec) -> String {
+        value.to_string()
     }
 }
 

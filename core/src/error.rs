@@ -49,6 +49,18 @@ pub enum Error {
     Plugin { plugin: String, message: String },
 }
 
+/// A value that does not parse (a device or metric name): the message says
+/// what is allowed. Configs report it under the key that holds the value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidValue(pub String);
+
+impl From<InvalidValue> for Error {
+    fn from(err: InvalidValue) -> Self {
+        Error::config("", err.0)
+    }
+}
+
 /// Result with [`Error`] as the default error.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 

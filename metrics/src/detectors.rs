@@ -7,7 +7,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use difi_core::error::{Error, Result};
+use difi_core::error::{Error, InvalidValue, Result};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use tch::Device;
 
@@ -79,19 +79,19 @@ impl DetectorSpec {
 }
 
 impl FromStr for DetectorSpec {
-    type Err = Error;
+    type Err = InvalidValue;
 
-    fn from_str(text: &str) -> Result<Self> {
+    fn from_str(text: &str) -> std::result::Result<Self, InvalidValue> {
         if let Some((name, _, _)) = BUILTIN.iter().find(|(name, _, _)| *name == text) {
             return Ok(DetectorSpec::Builtin(name));
         }
         let looks_like_path = text.contains(['/', '.']);
         if !looks_like_path {
             let names: Vec<&str> = BUILTIN.iter().map(|(name, _, _)| *name).collect();
-            return Err(Error::config(
-                "detector",
-                format!("`{text}` is neither a detector ({}) nor the path of a TorchScript file", names.join(", ")),
-            ));
+            return Err(InvalidValue(format!(
+                "`{text}` is neither a detector ({}) nor the path of a TorchScript file",
+                names.join(", ")
+            )));
         }
         Ok(DetectorSpec::TorchScript(PathBuf::from(text)))
     }
@@ -106,6 +106,8 @@ impl fmt::Display for DetectorSpec {
     }
 }
 
+// By hand rather than `#[serde(try_from)]`: the derive would demand that
+// the deserializer's lifetime outlive the `&'static str` of `Builtin`.
 impl Serialize for DetectorSpec {
     fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
         serializer.collect_str(self)
@@ -115,7 +117,7 @@ impl Serialize for DetectorSpec {
 impl<'de> Deserialize<'de> for DetectorSpec {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
         let text = String::deserialize(deserializer)?;
-        text.parse().map_err(|err: Error| serde::de::Error::custom(err.to_string()))
+        text.parse().map_err(|err: InvalidValue| serde::de::Error::custom(err))
     }
 }
 

@@ -7,11 +7,12 @@
 use std::fmt;
 use std::str::FromStr;
 
-use difi_core::error::{Error, Result};
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use difi_core::error::InvalidValue;
+use serde::{Deserialize, Serialize};
 
-/// One metric.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// One metric; written by its name in configs and on the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub enum Metric {
     /// FID of `num` generated images against the reference statistics.
     Fid { num: usize },
@@ -34,13 +35,11 @@ impl Metric {
 }
 
 impl FromStr for Metric {
-    type Err = Error;
+    type Err = InvalidValue;
 
     /// Parses `fid{N}k_full` or `pr{N}k{K}_full` (N in thousands).
-    fn from_str(name: &str) -> Result<Self> {
-        let bad = || {
-            Error::config("metrics.list", format!("unknown metric `{name}` (fid50k_full, fid10k_full, pr50k3_full, …)"))
-        };
+    fn from_str(name: &str) -> Result<Self, InvalidValue> {
+        let bad = || InvalidValue(format!("unknown metric `{name}` (fid50k_full, fid10k_full, pr50k3_full, …)"));
         let body = name.strip_suffix("_full").ok_or_else(bad)?;
         if let Some(rest) = body.strip_prefix("fid") {
             let thousands: usize = rest.strip_suffix('k').and_then(|n| n.parse().ok()).ok_or_else(bad)?;
@@ -70,16 +69,17 @@ impl fmt::Display for Metric {
     }
 }
 
-impl Serialize for Metric {
-    fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
+impl TryFrom<String> for Metric {
+    type Error = InvalidValue;
+
+    fn try_from(text: String) -> Result<Self, InvalidValue> {
+        text.parse()
     }
 }
 
-impl<'de> Deserialize<'de> for Metric {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        text.parse().map_err(|err: Error| serde::de::Error::custom(err.to_string()))
+impl From<Metric> for String {
+    fn from(value: Metric) -> String {
+        value.to_string()
     }
 }
 
