@@ -36,11 +36,7 @@ pub fn load_resolved(path: &Path, args: &ConfigArgs) -> Result<(RunConfig<DiffIn
 /// Reads a distillation config and resolves only its teacher (enough to sample it).
 pub fn load_teacher(path: &Path, args: &ConfigArgs) -> Result<(RunConfig<DiffInstruct>, Registry)> {
     let context = || format!("checking config {}", path.display());
-    let mut config = RunConfig::<DiffInstruct>::load(path, &args.overrides).with_context(context)?;
-    for plugin in &args.plugins {
-        config.run.plugins.push(std::path::absolute(plugin).with_context(|| plugin.display().to_string())?);
-    }
-    let registry = config.registry().with_context(context)?;
+    let (mut config, registry) = args.source().read::<DiffInstruct>(path).with_context(context)?;
     let base_dir = config.base_dir().to_path_buf();
     config.algorithm.resolve_teacher(&registry, &ResolveContext { base_dir: &base_dir }).with_context(context)?;
     Ok((config, registry))

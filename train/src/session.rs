@@ -25,10 +25,10 @@ pub struct ConfigSource {
 }
 
 impl ConfigSource {
-    /// Reads the config at `path`, adds the plugin libraries (recorded in the
-    /// config, so the run can be resumed and sampled without repeating
-    /// them), loads them and resolves everything.
-    pub fn load<A: Algorithm>(&self, path: &Path) -> Result<(RunConfig<A>, Registry)> {
+    /// Reads the config at `path` and adds the plugin libraries (recorded in
+    /// the config, so the run can be resumed and sampled without repeating
+    /// them); returns it unresolved with a registry holding those libraries.
+    pub fn read<A: Algorithm>(&self, path: &Path) -> Result<(RunConfig<A>, Registry)> {
         let mut config = RunConfig::<A>::load(path, &self.overrides)?;
         for plugin in &self.plugins {
             let absolute = std::path::absolute(plugin).map_err(|e| Error::io(plugin, e))?;
@@ -37,6 +37,12 @@ impl ConfigSource {
             }
         }
         let registry = config.registry()?;
+        Ok((config, registry))
+    }
+
+    /// [`read`](Self::read), then resolves everything.
+    pub fn load<A: Algorithm>(&self, path: &Path) -> Result<(RunConfig<A>, Registry)> {
+        let (config, registry) = self.read::<A>(path)?;
         let resolved = config.resolve(&registry)?;
         Ok((resolved, registry))
     }
