@@ -2,6 +2,7 @@
 
 mod commands;
 mod logging;
+mod report;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -37,16 +38,22 @@ pub struct ConfigArgs {
 enum Command {
     /// Train a one-step generator from a teacher (or resume a run).
     Distill(commands::distill::Args),
+    /// Train a diffusion model (a teacher) on a dataset with EDM's loss (or resume a run).
+    TrainTeacher(commands::train_teacher::Args),
     /// Time Diff-Instruct iterations of a config (speed and memory).
     Bench(commands::bench::Args),
     /// Validate a config, build its networks, and print it fully resolved.
     Check(commands::check::Args),
     /// Draw samples from a trained generator into a .npy file.
     Sample(commands::sample::Args),
+    /// A distilled generator beside its teacher: one picture, proxy-FID and speed of each.
+    Showcase(commands::showcase::Args),
     /// FID (or proxy-FID) of a run, dataset, features or statistics against reference statistics.
     Fid(commands::fid::Args),
     /// Measure a run against its exact (`gmm`) teacher: mode shares, spreads, energy distance.
     Evaluate(commands::evaluate::Args),
+    /// Chart a run's losses and metrics against kimg (PNG).
+    Report(commands::report::Args),
     /// List every registered plugin with its kind and origin.
     Plugins(commands::plugins::Args),
     /// Print versions, devices and whether CUDA support is linked.
@@ -67,12 +74,15 @@ fn main() -> ExitCode {
     logging::init(&cli.log);
     let result = match cli.command {
         Command::Distill(args) => commands::distill::run(args),
+        Command::TrainTeacher(args) => commands::train_teacher::run(args),
         Command::Check(args) => commands::check::run(args),
         Command::Bench(args) => commands::bench::run(args),
         Command::Sample(args) => commands::sample::run(args),
+        Command::Showcase(args) => commands::showcase::run(args),
         Command::Evaluate(args) => commands::evaluate::run(args),
         Command::Fid(args) => commands::fid::run(args),
         Command::Plugins(args) => commands::plugins::run(args),
+        Command::Report(args) => commands::report::run(args),
         Command::Info(args) => commands::info::run(args),
         Command::Convert(args) => commands::convert::run(args),
         Command::Dataset(args) => commands::dataset::run(args),

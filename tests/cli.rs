@@ -137,3 +137,21 @@ fn bench_reports_speed_and_memory() {
         assert!(report[key].as_f64().is_some_and(|v| v > 0.0), "{key}: {report}");
     }
 }
+
+#[test]
+fn the_paper_configs_check_before_their_files_are_downloaded() {
+    for config in ["configs/cifar10-uncond.ron", "configs/cifar10-cond.ron", "configs/imagenet64-cond.ron"] {
+        let out = common::difi(&["check", config]);
+        let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "{config}: {stderr}");
+        for setting in
+            ["sigma_init: 1.0", "lr: 0.00001", "betas: [0.0, 0.999]", "nonfinite: \"clamp\"", "batch_size: 128"]
+        {
+            assert!(stdout.contains(setting), "{config}: `{setting}` missing from:\n{stdout}");
+        }
+        assert!(stdout.contains("ema_halflife_kimg: 500.0") && stdout.contains("generator_loss_mode: \"train\""));
+        assert!(stderr.contains("checks out") || stderr.contains(": ok"), "{config}: {stderr}");
+    }
+    let uncond = difi_ok(&["check", "configs/cifar10-uncond.ron"]);
+    assert!(uncond.contains("p: 0.12") && uncond.contains("dropout: 0.13"), "{uncond}");
+}

@@ -18,6 +18,26 @@ pub trait ScoreModel {
     /// Returns `[N, *sample_shape]` in the dtype of `x`.
     fn denoise(&self, x: &Tensor, sigma: &Tensor, labels: Option<&Tensor>) -> Result<Tensor>;
 
+    /// `D(x; σ)` conditioned on augmentation labels `[N, augment_dim]` that
+    /// describe how `x` was augmented (EDM's AugmentPipe), so the model can
+    /// learn to undo them. Models with `augment_dim() == 0` take none.
+    fn denoise_augmented(
+        &self,
+        x: &Tensor,
+        sigma: &Tensor,
+        labels: Option<&Tensor>,
+        augment_labels: &Tensor,
+    ) -> Result<Tensor> {
+        let _ = (x, sigma, labels, augment_labels);
+        Err(crate::error::Error::config("augment", "this score model takes no augmentation labels (augment_dim 0)"))
+    }
+
+    /// Number of augmentation labels the model is conditioned on (EDM's
+    /// `augment_dim`; 0: none).
+    fn augment_dim(&self) -> i64 {
+        0
+    }
+
     /// The data standard deviation σ_data the model is preconditioned for.
     fn sigma_data(&self) -> f64;
 
@@ -125,6 +145,12 @@ pub trait Dataset {
 
     /// Image `index` as uint8 `[C, H, W]` and its class index, if labelled.
     fn get(&self, index: usize) -> Result<(Tensor, Option<i64>)>;
+
+    /// The class index of image `index`, if labelled (without decoding the image
+    /// where the dataset can).
+    fn label(&self, index: usize) -> Result<Option<i64>> {
+        Ok(self.get(index)?.1)
+    }
 }
 
 /// Reshapes per-sample values `[N]` to `[N, 1, …, 1]` with `dims` dimensions

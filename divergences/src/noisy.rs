@@ -6,7 +6,7 @@ use difi_core::draws::log_normal_sigma;
 use difi_core::error::{Error, Result, TorchContext};
 use difi_core::traits::{ScoreModel, broadcast_per_sample};
 use serde::{Deserialize, Serialize};
-use tch::Tensor;
+use tch::{Device, Kind, Tensor};
 
 /// Noise levels with ln σ ~ N(p_mean, p_std²), EDM's training distribution.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -50,6 +50,11 @@ pub struct NoisyEvaluation {
 /// `x_t = x + σ ε` and evaluates both denoisers. `x` `[N, *shape]` may carry
 /// the generator's graph: gradients then flow through `x_t` into both
 /// estimates (SiD); detach it or call under `no_grad` when they must not (IKL).
+///
+/// Both denoisers see the same random stream (libtorch's generator is
+/// reseeded identically before each), so networks run in train mode get the
+/// same dropout masks, as Diff-Instruct's reference arranges by restoring
+/// the RNG state between its two calls.
 pub fn evaluate_noisy(
     x: &Tensor,
     labels: Option<&Tensor>,
@@ -61,7 +66,10 @@ pub fn evaluate_noisy(
     let sigma = noise.sample(n, x)?;
     let sigma_b = broadcast_per_sample(&sigma, x.dim())?;
     let x_t = x + x.f_randn_like().ctx("noise")? * &sigma_b;
+    let stream = Tensor::f_randint(i64::MAX, [1], (Kind::Int64, Device::Cpu)).ctx("dropout stream")?.int64_value(&[0]);
+    tch::manual_seed(stream);
     let d_real = teacher.denoise(&x_t, &sigma, labels)?;
+    tch::manual_seed(stream);
     let d_fake = fake.denoise(&x_t, &sigma, labels)?;
     Ok(NoisyEvaluation { sigma, sigma_b, x_t, d_real, d_fake })
 }

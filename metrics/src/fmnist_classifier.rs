@@ -2,7 +2,8 @@
 //! training set (32×32, padded as EDM pads it), whose penultimate 128
 //! features serve as a feature detector where no Inception-v3 weights are
 //! available. Distances in its feature space are a proxy (reported as
-//! `proxy-FID`), never FID.
+//! `proxy-FID`), never FID. As a detector it also takes 16×16 and 8×8
+//! images, upsampled to its 32×32.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -163,8 +164,31 @@ impl FeatureDetector for FmnistClassifier {
         true
     }
 
+    /// Smaller images whose side divides 32 (16×16, 8×8) are first
+    /// upsampled bilinearly to 32×32 and rounded back to uint8, so images
+    /// of any such resolution are measured on the classifier's own scale.
     fn features(&self, images: &Tensor) -> Result<Tensor> {
         let _guard = tch::no_grad_guard();
-        FmnistClassifier::features(self, images)?.f_to_device(Device::Cpu).ctx("features")
+        let size = images.size();
+        let images = match size[..] {
+            [_, 1, h, w] if h == w && h < RESOLUTION && RESOLUTION % h == 0 => upsample(images)?,
+            _ => images.shallow_clone(),
+        };
+        FmnistClassifier::features(self, &images)?.f_to_device(Device::Cpu).ctx("features")
     }
+}
+
+/// uint8 `[N, 1, h, h]` → uint8 `[N, 1, 32, 32]`, bilinear (half-pixel centres).
+fn upsample(images: &Tensor) -> Result<Tensor> {
+    images
+        .f_to_kind(Kind::Float)
+        .ctx("upsample")?
+        .f_upsample_bilinear2d([RESOLUTION, RESOLUTION], false, None, None)
+        .ctx("upsample")?
+        .f_round()
+        .ctx("upsample")?
+        .f_clamp(0.0, 255.0)
+        .ctx("upsample")?
+        .f_to_kind(Kind::Uint8)
+        .ctx("upsample")
 }

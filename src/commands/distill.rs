@@ -1,51 +1,13 @@
-//! `difi distill CONFIG --outdir DIR` and `difi distill --resume DIR`.
+//! `difi distill CONFIG --outdir DIR` and `difi distill --resume DIR`:
+//! Diff-Instruct.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result, bail};
-use difi_train::runner::Outcome;
-use difi_train::stop::STOPPED_EXIT_CODE;
-use difi_train::{DiffInstruct, Session};
+use anyhow::Result;
+use difi_train::DiffInstruct;
 
-use crate::ConfigArgs;
-
-#[derive(clap::Args)]
-pub struct Args {
-    /// The RON config (not with --resume).
-    #[arg(required_unless_present = "resume", conflicts_with = "resume")]
-    config: Option<PathBuf>,
-    /// The new run directory (created; must be empty or absent).
-    #[arg(long, required_unless_present = "resume", conflicts_with = "resume")]
-    outdir: Option<PathBuf>,
-    /// Continue the run in this directory from its latest snapshot.
-    #[arg(long, value_name = "RUN_DIR")]
-    resume: Option<PathBuf>,
-    #[command(flatten)]
-    config_args: ConfigArgs,
-}
+pub use super::training::Args;
 
 pub fn run(args: Args) -> Result<ExitCode> {
-    let session = match (&args.resume, &args.config, &args.outdir) {
-        (Some(dir), _, _) => Session::<DiffInstruct>::resume(dir, &args.config_args.source())?,
-        (None, Some(path), Some(outdir)) => {
-            let (config, registry) = super::load_resolved(path, &args.config_args)?;
-            Session::create(config, &registry, outdir).context("building the run")?
-        }
-        _ => bail!("give a config and --outdir, or --resume RUN_DIR"),
-    };
-    let root = session.run.root().to_path_buf();
-    let finished = session.run()?;
-    let kimg = finished.state.nimg as f64 / 1000.0;
-    match finished.outcome {
-        Outcome::Finished => {
-            let snapshot = finished.snapshot.map(|p| p.display().to_string()).unwrap_or_default();
-            eprintln!("finished: {kimg:.3} kimg in {:.1} s; latest snapshot {snapshot}", finished.state.elapsed_s);
-            Ok(ExitCode::SUCCESS)
-        }
-        Outcome::Stopped => {
-            eprintln!("stopped at kimg {kimg:.3}; continue with `difi distill --resume {}`", root.display());
-            Ok(ExitCode::from(STOPPED_EXIT_CODE))
-        }
-    }
+    super::training::run::<DiffInstruct>(args, "distill")
 }

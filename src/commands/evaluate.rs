@@ -9,7 +9,7 @@ use difi_core::params::decode_params;
 use difi_core::rng::{RngStream, derive_seed};
 use difi_train::generate::generate_samples;
 use difi_train::run_dir::RunDir;
-use difi_train::run_generator::RunGenerator;
+use difi_train::run_generator::{RunGenerator, RunKind};
 use difi_zoo::toy::gmm::{Gmm, GmmParams};
 use difi_zoo::toy::gmm_report::GmmReport;
 
@@ -38,8 +38,12 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<ExitCode> {
     let run = RunDir::open(&args.run)?;
-    let loaded = RunGenerator::load(&args.run, args.checkpoint.as_deref(), false, None, &args.config_args.source())?;
-    let teacher = &loaded.config.algorithm.teacher;
+    let loaded =
+        RunGenerator::load(&args.run, args.checkpoint.as_deref(), false, None, None, &args.config_args.source())?;
+    let RunKind::DiffInstruct(config) = &loaded.kind else {
+        bail!("`difi evaluate` measures distilled generators against an exact `gmm` teacher; judge teachers with FID");
+    };
+    let teacher = &config.algorithm.teacher;
     if teacher.plugin.as_deref() != Some("gmm") {
         bail!("`difi evaluate` measures runs with an exact `gmm` teacher; judge image runs with FID");
     }

@@ -14,6 +14,7 @@ use difi_metrics::{FeatureStats, frechet_distance};
 use difi_train::run_dir::RunDir;
 use difi_train::run_generator::RunGenerator;
 use difi_train::snapshot_metrics::generator_features;
+use difi_zoo::heun_sampler::HeunSampler;
 use tch::{Device, Tensor};
 
 use crate::ConfigArgs;
@@ -65,6 +66,9 @@ pub struct Args {
     /// Seed of the generated samples.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// A teacher run: Heun sampler steps (NFE = 2·steps − 1; default: the run's sampler).
+    #[arg(long)]
+    steps: Option<usize>,
     /// Also write the source's statistics here.
     #[arg(long)]
     save_stats: Option<PathBuf>,
@@ -190,7 +194,10 @@ fn generated_features(args: &Args, source: &Path, detector: &dyn FeatureDetector
         let latest = run.latest_snapshot()?.with_context(|| format!("{} has no snapshot yet", source.display()))?;
         (source.to_path_buf(), latest)
     };
-    let loaded = RunGenerator::load(&run_dir, Some(&snapshot), false, Some(device), &args.config_args.source())?;
+    let sampler = args.steps.map(|num_steps| HeunSampler { num_steps, ..Default::default() });
+    let loaded =
+        RunGenerator::load(&run_dir, Some(&snapshot), false, Some(device), sampler, &args.config_args.source())?;
+    eprintln!("{} samples from {} ({} NFE)", args.num.unwrap_or(50_000), loaded.weights.display(), loaded.nfe);
     let num = args.num.unwrap_or(50_000);
     Ok(generator_features(loaded.generator.as_ref(), detector, num, args.detector.batch.max(1), args.seed, device)?)
 }

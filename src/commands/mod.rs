@@ -10,7 +10,11 @@ pub mod evaluate;
 pub mod fid;
 pub mod info;
 pub mod plugins;
+pub mod report;
 pub mod sample;
+pub mod showcase;
+pub mod train_teacher;
+pub mod training;
 pub mod zoo;
 
 use std::path::Path;

@@ -50,9 +50,10 @@ pub struct Args {
     /// Device: auto, cpu, cuda or cuda:N (default: the config's).
     #[arg(long)]
     device: Option<DeviceSpec>,
-    /// Heun sampler: number of noise levels (NFE = 2·steps − 1).
-    #[arg(long, default_value_t = 18)]
-    steps: usize,
+    /// Heun sampler: number of noise levels (NFE = 2·steps − 1); default 18,
+    /// or a teacher run's own setting.
+    #[arg(long)]
+    steps: Option<usize>,
     /// Heun sampler: lowest, highest noise level and spacing exponent.
     #[arg(long, default_value_t = 0.002)]
     sigma_min: f64,
@@ -109,9 +110,25 @@ fn sample_generator(args: &Args, run: &Path) -> Result<(Tensor, String)> {
         bail!("--class applies to --teacher; a run's generator samples uniformly random classes");
     }
     let device = args.device.map(DeviceSpec::resolve).transpose()?;
-    let loaded = RunGenerator::load(run, args.checkpoint.as_deref(), args.no_ema, device, &args.config_args.source())?;
+    let sampler = args.steps.map(|_| heun_sampler(args));
+    let loaded =
+        RunGenerator::load(run, args.checkpoint.as_deref(), args.no_ema, device, sampler, &args.config_args.source())?;
     let (samples, _) = generate_samples(loaded.generator.as_ref(), args.n, args.batch, args.seed, loaded.device)?;
-    Ok((samples, format!("{} (1 NFE)", loaded.weights.display())))
+    Ok((samples, format!("{} ({} NFE)", loaded.weights.display(), loaded.nfe)))
+}
+
+/// The Heun sampler the arguments describe.
+fn heun_sampler(args: &Args) -> HeunSampler {
+    HeunSampler {
+        num_steps: args.steps.unwrap_or(HeunSampler::default().num_steps),
+        sigma_min: args.sigma_min,
+        sigma_max: args.sigma_max,
+        rho: args.rho,
+        s_churn: args.s_churn,
+        s_min: args.s_min,
+        s_max: args.s_max,
+        s_noise: args.s_noise,
+    }
 }
 
 fn sample_teacher(args: &Args, config_path: &Path) -> Result<(Tensor, String)> {
@@ -121,16 +138,7 @@ fn sample_teacher(args: &Args, config_path: &Path) -> Result<(Tensor, String)> {
     }
     let device = config.run.resolve_device()?;
     let teacher = config.algorithm.build_teacher(&config.build_env(&registry, device, None))?;
-    let sampler = HeunSampler {
-        num_steps: args.steps,
-        sigma_min: args.sigma_min,
-        sigma_max: args.sigma_max,
-        rho: args.rho,
-        s_churn: args.s_churn,
-        s_min: args.s_min,
-        s_max: args.s_max,
-        s_noise: args.s_noise,
-    };
+    let sampler = heun_sampler(args);
     let label_dim = teacher.label_dim();
     if let Some(class) = args.class
         && !(0..label_dim).contains(&class)

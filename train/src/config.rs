@@ -30,8 +30,9 @@ use crate::optim::AdamConfig;
 pub const CONFIG_VERSION: u64 = 1;
 
 /// The top-level keys the runner owns; every other key is the algorithm's.
-pub const RUN_KEYS: [&str; 11] = [
+pub const RUN_KEYS: [&str; 12] = [
     "version",
+    "algorithm",
     "description",
     "seed",
     "device",
@@ -45,7 +46,7 @@ pub const RUN_KEYS: [&str; 11] = [
 ];
 
 /// Keys printed before the algorithm's section; the rest follow it.
-const HEAD_KEYS: usize = 7;
+const HEAD_KEYS: usize = 8;
 
 /// What the runner needs, whatever the algorithm.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -53,6 +54,11 @@ const HEAD_KEYS: usize = 7;
 pub struct RunSettings {
     /// Config format version (must be 1).
     pub version: u64,
+    /// The algorithm the config is for (`diff-instruct`, `edm-teacher`);
+    /// optional in a config, recorded in a run's, so a run is resumed,
+    /// sampled and measured as what it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub algorithm: Option<String>,
     /// Free text shown by `difi check`.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub description: String,
@@ -113,9 +119,11 @@ pub struct Schedule {
     pub tick_kimg: f64,
     /// Snapshot every this many ticks (0: only at the end and on Ctrl-C).
     pub snapshot_ticks: u64,
-    /// Half-life of the EMA of the parts that keep one, in kimg.
+    /// Half-life of the EMA of the parts that keep one, in kimg (EDM's and
+    /// Diff-Instruct's default 500).
     pub ema_halflife_kimg: f64,
-    /// EMA ramp-up (EDM): the half-life is at most this fraction of the kimg done so far.
+    /// EMA ramp-up (EDM): the half-life is at most this fraction of the kimg
+    /// done so far (default 0.05, as EDM and Diff-Instruct).
     pub ema_rampup_ratio: Option<f64>,
     /// Stop with an error after this many consecutive iterations with a non-finite loss.
     pub max_nonfinite_iters: u64,
@@ -128,8 +136,8 @@ impl Default for Schedule {
             total_kimg: 1000.0,
             tick_kimg: 10.0,
             snapshot_ticks: 10,
-            ema_halflife_kimg: 0.5,
-            ema_rampup_ratio: None,
+            ema_halflife_kimg: 500.0,
+            ema_rampup_ratio: Some(0.05),
             max_nonfinite_iters: 10,
         }
     }
@@ -165,6 +173,19 @@ impl Default for MetricsConfig {
             batch_size: 250,
         }
     }
+}
+
+/// The algorithm a config names (`algorithm: "…"`), read without decoding
+/// the rest; configs that name none are taken as teacher training when they
+/// have a `network`, else as distillation.
+pub fn algorithm_of(path: &Path) -> Result<String> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let tree = ron_tree::parse(&text, &[])?;
+    Ok(match tree.get("algorithm").and_then(|v| v.as_str()) {
+        Some(name) => name.to_string(),
+        None if tree.get("network").is_some() => "edm-teacher".to_string(),
+        None => "diff-instruct".to_string(),
+    })
 }
 
 /// A whole run: the runner's settings and algorithm `A`'s section.
@@ -204,6 +225,17 @@ impl<A: Algorithm> RunConfig<A> {
             }
         }
         let run: RunSettings = decode_params(&Params::Object(run))?;
+        if let Some(name) = run.algorithm.as_deref()
+            && name != A::NAME
+        {
+            return Err(Error::config(
+                "algorithm",
+                format!(
+                    "this config is for `{name}`, not `{}` (a `{name}` run is resumed by its own command)",
+                    A::NAME
+                ),
+            ));
+        }
         let algorithm: A = decode_params(&Params::Object(fields)).map_err(|err| match err {
             Error::Config { key, message } if message.starts_with("unknown field") => Error::Config {
                 key,
@@ -253,6 +285,7 @@ impl<A: Algorithm> RunConfig<A> {
     /// defaults. The result is what a run records as its config.
     pub fn resolve(&self, registry: &Registry) -> Result<Self> {
         let mut resolved = self.clone();
+        resolved.run.algorithm = Some(A::NAME.to_string());
         resolved.run.base_dir = Some(self.base_dir().to_path_buf());
         resolved.run.plugins = self.run.plugins.iter().map(|p| self.path(p)).collect();
         let ctx = ResolveContext { base_dir: self.base_dir() };

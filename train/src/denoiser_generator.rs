@@ -13,13 +13,14 @@ use difi_core::traits::{Generator, ScoreModel};
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DenoiserGeneratorParams {
-    /// The noise level the denoiser is evaluated at.
+    /// The noise level the denoiser is evaluated at (the reference's
+    /// `init_sigma`, 1.0 in its runs).
     pub sigma_init: f64,
 }
 
 impl Default for DenoiserGeneratorParams {
     fn default() -> Self {
-        DenoiserGeneratorParams { sigma_init: 2.5 }
+        DenoiserGeneratorParams { sigma_init: 1.0 }
     }
 }
 

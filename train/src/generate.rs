@@ -53,3 +53,46 @@ pub fn generate_samples(
     let classes = if classes.is_empty() { None } else { Some(Tensor::f_cat(&classes, 0).ctx("labels")?) };
     Ok((samples, classes))
 }
+
+/// Sample grid of `rows × cols` images as uint8 `[C, rows·H, cols·W]`, from
+/// latents fixed by `seed` (the same at every snapshot of a run); in a
+/// conditional generator row `r` shows class `r mod label_dim`. `None` when
+/// the generator does not make images.
+pub fn sample_grid(
+    generator: &dyn Generator,
+    rows: i64,
+    cols: i64,
+    seed: u64,
+    device: Device,
+) -> Result<Option<Tensor>> {
+    let shape = generator.sample_shape();
+    if shape.len() != 3 {
+        return Ok(None);
+    }
+    let _guard = tch::no_grad_guard();
+    let n = rows * cols;
+    reseed(seed, RngStream::Sampling, u64::MAX);
+    let z = generator.sample_latents(n, device)?;
+    let label_dim = generator.label_dim();
+    let labels = if label_dim > 0 {
+        let classes = Tensor::f_arange(n, (Kind::Int64, device))
+            .ctx("grid labels")?
+            .f_div_scalar_mode(cols, "floor")
+            .ctx("grid labels")?;
+        let classes = classes.f_remainder(label_dim).ctx("grid labels")?;
+        Some(classes.f_one_hot(label_dim).ctx("grid labels")?.f_to_kind(Kind::Float).ctx("grid labels")?)
+    } else {
+        None
+    };
+    let images = generator.generate(&z, labels.as_ref())?;
+    let images = difi_formats::image::to_uint8(&images)?;
+    let (c, h, w) = (shape[0], shape[1], shape[2]);
+    let grid = images
+        .f_reshape([rows, cols, c, h, w])
+        .ctx("grid")?
+        .f_permute([2, 0, 3, 1, 4])
+        .ctx("grid")?
+        .f_reshape([c, rows * h, cols * w])
+        .ctx("grid")?;
+    Ok(Some(grid))
+}

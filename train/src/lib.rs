@@ -13,6 +13,7 @@
 
 pub mod algorithm;
 pub mod algorithms;
+pub mod augment;
 pub mod bench;
 pub mod config;
 pub mod denoiser_generator;

@@ -8,8 +8,20 @@ use difi_core::error::{Error, Result, TorchContext};
 use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
-/// Adam with learning-rate warm-up and loss scaling. Non-finite gradient
-/// entries are zeroed before the update, as EDM does.
+/// What an update does with non-finite values.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NonFinite {
+    /// Non-finite gradient entries count as zero, and a non-finite loss
+    /// skips the update (counted as `skipped_updates` in `stats.jsonl`).
+    #[default]
+    Skip,
+    /// Diff-Instruct's reference: NaN gradient entries become 0 and ±inf
+    /// become ±1e5, and the update always happens.
+    Clamp,
+}
+
+/// Adam with learning-rate warm-up and loss scaling.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AdamConfig {
@@ -23,11 +35,20 @@ pub struct AdamConfig {
     pub warmup_kimg: f64,
     /// Factor on the loss before the backward pass.
     pub loss_scale: f64,
+    /// `"skip"` or `"clamp"` (the reference's): see [`NonFinite`].
+    pub nonfinite: NonFinite,
 }
 
 impl Default for AdamConfig {
     fn default() -> Self {
-        AdamConfig { lr: 1e-5, betas: (0.0, 0.999), eps: 1e-8, warmup_kimg: 0.0, loss_scale: 1.0 }
+        AdamConfig {
+            lr: 1e-5,
+            betas: (0.0, 0.999),
+            eps: 1e-8,
+            warmup_kimg: 0.0,
+            loss_scale: 1.0,
+            nonfinite: NonFinite::Skip,
+        }
     }
 }
 
@@ -69,6 +90,7 @@ pub struct Adam {
     exp_avg: Vec<Tensor>,
     exp_avg_sq: Vec<Tensor>,
     steps: u64,
+    skipped: u64,
 }
 
 impl Adam {
@@ -84,7 +106,7 @@ impl Adam {
         let zeros = |t: &Tensor| t.f_zeros_like().ctx("adam state");
         let exp_avg = params.iter().map(|(_, t)| zeros(t)).collect::<Result<_>>()?;
         let exp_avg_sq = params.iter().map(|(_, t)| zeros(t)).collect::<Result<_>>()?;
-        Ok(Adam { config, params, exp_avg, exp_avg_sq, steps: 0 })
+        Ok(Adam { config, params, exp_avg, exp_avg_sq, steps: 0, skipped: 0 })
     }
 
     /// Number of updates applied so far.
@@ -97,8 +119,26 @@ impl Adam {
         &self.config
     }
 
+    /// Updates skipped for a non-finite loss in this session.
+    pub fn skipped(&self) -> u64 {
+        self.skipped
+    }
+
+    /// Backpropagates `loss` and applies one update at learning rate `lr`,
+    /// or, under [`NonFinite::Skip`], skips both when `value` (the loss's
+    /// value) is not finite. Returns whether it updated.
+    pub fn update(&mut self, loss: &Tensor, value: f64, lr: f64) -> Result<bool> {
+        if !value.is_finite() && self.config.nonfinite == NonFinite::Skip {
+            self.skipped += 1;
+            return Ok(false);
+        }
+        self.backward_step(loss, lr)?;
+        Ok(true)
+    }
+
     /// Backpropagates `loss × loss_scale` into the variables and applies one
-    /// update at learning rate `lr`. Non-finite gradient entries count as zero.
+    /// update at learning rate `lr`. Non-finite gradient entries are replaced
+    /// as the [`NonFinite`] setting says.
     pub fn backward_step(&mut self, loss: &Tensor, lr: f64) -> Result<()> {
         for (_, p) in self.params.iter_mut() {
             p.zero_grad();
@@ -120,7 +160,11 @@ impl Adam {
             if !grad.defined() {
                 continue;
             }
-            let _ = grad.f_nan_to_num_(0.0, 0.0, 0.0).ctx("zero non-finite gradients")?;
+            let _ = match self.config.nonfinite {
+                NonFinite::Skip => grad.f_nan_to_num_(0.0, 0.0, 0.0),
+                NonFinite::Clamp => grad.f_nan_to_num_(0.0, 1e5, -1e5),
+            }
+            .ctx("replace non-finite gradients")?;
             let _ = self.exp_avg[i].f_lerp_(&grad, 1.0 - beta1).ctx("adam m")?;
             let grad_sq = grad.f_square().ctx("adam v")?;
             let _ = self.exp_avg_sq[i].f_lerp_(&grad_sq, 1.0 - beta2).ctx("adam v")?;
@@ -184,7 +228,7 @@ mod tests {
     fn matches_the_adam_update_rule() {
         let vs = VarStore::new(Device::Cpu);
         let w = vs.root().var_copy("w", &Tensor::from_slice(&[1.0f32, -2.0]));
-        let config = AdamConfig { lr: 0.1, betas: (0.9, 0.999), eps: 1e-8, warmup_kimg: 0.0, loss_scale: 1.0 };
+        let config = AdamConfig { lr: 0.1, betas: (0.9, 0.999), ..Default::default() };
         let mut adam = Adam::new(&variables(&vs), config).unwrap();
         // loss = sum(w²): gradient 2w. After one step Adam moves each weight by lr·sign(g).
         let loss = (&w * &w).sum(Kind::Float);

@@ -10,10 +10,12 @@ use std::time::Instant;
 
 use difi_core::error::{Error, Result};
 use difi_core::rng::{RngStream, reseed};
+use difi_formats::image::write_png;
 use tch::Device;
 
 use crate::config::{RunSettings, Schedule};
 use crate::ema::{Ema, ema_beta};
+use crate::generate::sample_grid;
 use crate::optim::Adam;
 use crate::run_dir::RunDir;
 use crate::snapshot::{self, PartVariables, TrainState};
@@ -162,6 +164,7 @@ impl Runner {
         let bar = progress_bar(total_nimg, "kimg");
         bar.set_position(self.state.nimg.min(total_nimg));
         let mut tick = TickStats::new(self.state.nimg);
+        let mut skipped_before_tick: u64 = self.optimizers.values().map(Adam::skipped).sum();
         while self.state.nimg < total_nimg {
             if stop.load(Ordering::SeqCst) {
                 bar.abandon();
@@ -182,13 +185,16 @@ impl Runner {
                 if let Device::Cuda(index) = self.device {
                     tch::Cuda::synchronize(index as i64);
                 }
-                let line = tick.line(
+                let mut line = tick.line(
                     self.state.tick,
                     self.state.iteration,
                     self.state.nimg,
                     self.state.elapsed_s,
                     self.device,
                 );
+                let skipped: u64 = self.optimizers.values().map(Adam::skipped).sum();
+                line["skipped_updates"] = serde_json::json!(skipped - skipped_before_tick);
+                skipped_before_tick = skipped;
                 let summary: Vec<String> =
                     losses.0.iter().filter_map(|(name, _)| Some(format!("{name} {:.4}", tick.mean(name)?))).collect();
                 bar.set_message(format!("loss {}", summary.join(" ")));
@@ -251,11 +257,19 @@ impl Runner {
         Ok(())
     }
 
-    /// Writes a snapshot of the current iteration into the run directory.
+    /// Writes a snapshot of the current iteration into the run directory:
+    /// weights, optimiser state, training state and, for image runs, a grid
+    /// of samples from fixed latents (`samples.png`).
     pub fn snapshot(&mut self, run: &RunDir) -> Result<PathBuf> {
         self.state.optimizer_steps = self.optimizers.iter().map(|(name, adam)| (name.clone(), adam.steps())).collect();
         let path = run.write_snapshot(self.state.iteration, |dir| {
-            snapshot::save(dir, &self.parts, &self.optimizers, &self.state)
+            snapshot::save(dir, &self.parts, &self.optimizers, &self.state)?;
+            if let Some(generator) = self.step.evaluated_generator()
+                && let Some(grid) = sample_grid(generator, GRID_SIDE, GRID_SIDE, self.seed, self.device)?
+            {
+                write_png(&dir.join(SAMPLES_FILE), &grid)?;
+            }
+            Ok(())
         })?;
         tracing::debug!("snapshot {}", path.display());
         Ok(path)
@@ -267,6 +281,12 @@ impl Runner {
         Ok(())
     }
 }
+
+/// Rows and columns of a snapshot's sample grid.
+const GRID_SIDE: i64 = 8;
+
+/// The sample grid of a snapshot.
+pub const SAMPLES_FILE: &str = "samples.png";
 
 /// `fake_score` → `fake-score loss`.
 fn loss_label(name: &str) -> String {

@@ -100,18 +100,16 @@ impl<'a> StepContext<'a> {
 
     /// Backpropagates the scalar `loss` into part `part`'s trainable
     /// variables and applies one optimiser update at its scheduled learning
-    /// rate. A non-finite loss skips the update (the runner counts it).
-    /// Returns the loss value.
+    /// rate; a non-finite loss skips the update unless the part's optimiser
+    /// says `nonfinite: "clamp"`. Returns the loss value.
     pub fn update(&mut self, part: &str, loss: &Tensor) -> Result<f64> {
         let optimizer = self.optimizers.get_mut(part).ok_or_else(|| Error::Plugin {
             plugin: "training step".into(),
             message: format!("updates part `{part}`, which it did not declare as trained"),
         })?;
         let value = loss.f_double_value(&[]).ctx("read loss")?;
-        if value.is_finite() {
-            let lr = optimizer.config().learning_rate(optimizer.steps(), self.batch_size);
-            optimizer.backward_step(loss, lr)?;
-        }
+        let lr = optimizer.config().learning_rate(optimizer.steps(), self.batch_size);
+        optimizer.update(loss, value, lr)?;
         Ok(value)
     }
 }

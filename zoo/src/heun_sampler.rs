@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
 use difi_core::error::{Error, Result, TorchContext};
-use difi_core::traits::ScoreModel;
+use difi_core::traits::{Generator, ScoreModel};
 
 /// Settings of the sampler, EDM's names and defaults. Deterministic unless
 /// `s_churn > 0`.
@@ -100,5 +100,64 @@ impl HeunSampler {
             }
         }
         Ok(x_next)
+    }
+}
+
+/// A score model sampled with [`HeunSampler`], used where a generator is
+/// expected (metrics and sample grids of a teacher): `generate(z)` runs the
+/// sampler from latents `z ~ N(0, I)` and returns float32.
+pub struct SampledGenerator {
+    model: Box<dyn ScoreModel>,
+    sampler: HeunSampler,
+}
+
+impl SampledGenerator {
+    /// Samples `model`, which must have weights, with `sampler`.
+    pub fn new(model: Box<dyn ScoreModel>, sampler: HeunSampler) -> Result<Self> {
+        if model.var_store().is_none() {
+            return Err(Error::config("sampler", "the sampled model has no weights"));
+        }
+        sampler.time_steps(model.as_ref())?;
+        Ok(SampledGenerator { model, sampler })
+    }
+
+    /// The sampled model.
+    pub fn model(&self) -> &dyn ScoreModel {
+        self.model.as_ref()
+    }
+
+    /// The sampler's settings.
+    pub fn sampler(&self) -> &HeunSampler {
+        &self.sampler
+    }
+}
+
+impl Generator for SampledGenerator {
+    fn latent_shape(&self) -> Vec<i64> {
+        self.model.sample_shape()
+    }
+
+    fn sample_shape(&self) -> Vec<i64> {
+        self.model.sample_shape()
+    }
+
+    fn label_dim(&self) -> i64 {
+        self.model.label_dim()
+    }
+
+    fn generate(&self, z: &Tensor, labels: Option<&Tensor>) -> Result<Tensor> {
+        self.sampler.sample(self.model.as_ref(), z, labels)?.f_to_kind(Kind::Float).ctx("sampler output")
+    }
+
+    fn var_store(&self) -> &tch::nn::VarStore {
+        self.model.var_store().expect("checked in new")
+    }
+
+    fn var_store_mut(&mut self) -> &mut tch::nn::VarStore {
+        self.model.var_store_mut().expect("checked in new")
+    }
+
+    fn set_train(&mut self, train: bool) {
+        self.model.set_train(train)
     }
 }

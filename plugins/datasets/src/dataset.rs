@@ -87,6 +87,14 @@ impl Dataset for ImageDataset {
         self.label_dim
     }
 
+    fn label(&self, index: usize) -> Result<Option<i64>> {
+        if index >= self.len() {
+            return Err(Error::config("index", format!("{index} is past the end of {} images", self.len())));
+        }
+        let raw = self.raw[index % self.raw.len()];
+        Ok(if self.use_labels { self.archive.labels().map(|l| l[raw]) } else { None })
+    }
+
     fn get(&self, index: usize) -> Result<(Tensor, Option<i64>)> {
         let n = self.raw.len();
         if index >= self.len() {

@@ -2,9 +2,10 @@
 //! without a transform an image is scaled to the requested size (if it
 //! differs); `center-crop` crops the largest centred square first;
 //! `center-crop-wide` crops to the target aspect and letterboxes it into a
-//! square canvas. Resampling is Lanczos-3 (EDM uses PIL's LANCZOS, so
-//! resized pixels can differ from EDM's by rounding; without resizing they
-//! are identical).
+//! square canvas. Shrinking by a whole factor in both directions averages
+//! each block of pixels (area resampling, exact up to rounding half up);
+//! other resizes are Lanczos-3 (EDM uses PIL's LANCZOS, so resized pixels
+//! can differ from EDM's by rounding; without resizing they are identical).
 
 use image::imageops::FilterType;
 use image::{GrayImage, RgbImage};
@@ -41,9 +42,33 @@ fn crop(p: &Pixels, top: usize, left: usize, height: usize, width: usize) -> Pix
     Pixels { width, height, channels: p.channels, data }
 }
 
+/// The mean of each `fx × fy` block, rounded half up.
+fn area_downsample(p: &Pixels, fx: usize, fy: usize) -> Pixels {
+    let (width, height, c) = (p.width / fx, p.height / fy, p.channels);
+    let count = (fx * fy) as u32;
+    let mut data = Vec::with_capacity(width * height * c);
+    for y in 0..height {
+        for x in 0..width {
+            for channel in 0..c {
+                let mut sum = 0u32;
+                for dy in 0..fy {
+                    for dx in 0..fx {
+                        sum += p.data[((y * fy + dy) * p.width + x * fx + dx) * c + channel] as u32;
+                    }
+                }
+                data.push(((sum + count / 2) / count) as u8);
+            }
+        }
+    }
+    Pixels { width, height, channels: c, data }
+}
+
 fn resize(p: &Pixels, width: usize, height: usize) -> Pixels {
     if p.width == width && p.height == height {
         return p.clone();
+    }
+    if width > 0 && height > 0 && p.width.is_multiple_of(width) && p.height.is_multiple_of(height) {
+        return area_downsample(p, p.width / width, p.height / height);
     }
     let (w, h) = (width as u32, height as u32);
     let data = match p.channels {
@@ -103,6 +128,13 @@ mod tests {
         let out = apply(&p, Some(Transform::CenterCrop), None).unwrap();
         assert_eq!((out.width, out.height), (4, 4));
         assert_eq!(&out.data[..4], &[1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn whole_factor_shrinking_averages_blocks() {
+        let p = Pixels { width: 4, height: 2, channels: 1, data: vec![0, 2, 10, 11, 4, 6, 10, 12] };
+        let out = apply(&p, None, Some((2, 1))).unwrap();
+        assert_eq!(out.data, [3, 11]);
     }
 
     #[test]

@@ -11,17 +11,28 @@
 //!
 //! and the runner then updates the generator's EMA. Before the first
 //! iteration the fake score may warm up alone.
+//!
+//! The reference (`pkulwj1994/diff_instruct`, `training/di_training_loop.py`
+//! and `di_loss.py`) is followed point by point, each a config setting:
+//! fake-score samples drawn with the generator in eval mode, optionally
+//! augmented by EDM's pipeline; teacher and fake score in train mode in the
+//! generator loss with shared dropout masks; labels from the dataset; the
+//! generator initialised as `D(σ_init z; σ_init)`; non-finite gradients
+//! clamped (`optim.*.nonfinite: "clamp"`).
+
+use std::rc::Rc;
 
 use difi_core::component::{Component, InitFrom};
 use difi_core::draws::random_labels;
-use difi_core::error::{Error, Result};
+use difi_core::error::{Error, Result, TorchContext};
 use difi_core::params::{Params, resolve_params};
 use difi_core::registry::{BuildContext, Registry, ResolveContext, Role};
-use difi_core::traits::{Divergence, Generator, ScoreModel};
+use difi_core::traits::{Dataset, Divergence, Generator, ScoreModel};
 use serde::{Deserialize, Serialize};
-use tch::{Device, Tensor};
+use tch::{Device, Kind, Tensor};
 
 use crate::algorithm::{Algorithm, BuildEnv};
+use crate::augment::AugmentPipe;
 use crate::denoiser_generator::DenoiserGeneratorParams;
 use crate::edm_loss::EdmLoss;
 use crate::networks::{NetworkBuilder, check_dataset};
@@ -53,6 +64,45 @@ pub struct DiffInstruct {
     /// Fake-score updates per generator update.
     #[serde(default = "one")]
     pub fake_updates_per_iter: u64,
+    /// Augment the fake score's training samples with EDM's pipeline, the
+    /// augmentation labels fed to it (the reference: `p` 0.12 with x-flips,
+    /// y-flips, scaling, rotation, anisotropy and translation); `None`: off.
+    #[serde(default)]
+    pub fake_augment: Option<AugmentPipe>,
+    /// Draw the fake score's training samples with the generator in eval
+    /// mode (no dropout), as the reference does; `false`: in train mode.
+    #[serde(default = "yes")]
+    pub fake_samples_in_eval_mode: bool,
+    /// The teacher and the fake score in the generator loss: `"train"`
+    /// (dropout on, the same masks for both, as the reference) or `"eval"`.
+    #[serde(default)]
+    pub generator_loss_mode: NetworkMode,
+    /// Class labels of a conditional generator: `"dataset"` (drawn from the
+    /// dataset's labels, as the reference) or `"uniform"`.
+    #[serde(default)]
+    pub labels: LabelSource,
+}
+
+/// Whether networks run with dropout.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkMode {
+    /// Dropout on.
+    #[default]
+    Train,
+    /// Dropout off.
+    Eval,
+}
+
+/// Where a conditional generator's class labels come from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LabelSource {
+    /// The labels of random dataset images: the dataset's class frequencies.
+    #[default]
+    Dataset,
+    /// Every class equally likely.
+    Uniform,
 }
 
 fn default_divergence() -> Component {
@@ -61,6 +111,10 @@ fn default_divergence() -> Component {
 
 fn one() -> u64 {
     1
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl DiffInstruct {
@@ -119,6 +173,9 @@ impl Algorithm for DiffInstruct {
         if self.fake_updates_per_iter == 0 {
             return Err(Error::config("fake_updates_per_iter", "must be at least 1"));
         }
+        if let Some(pipe) = &self.fake_augment {
+            pipe.validate().map_err(|e| e.under("fake_augment"))?;
+        }
         self.fake_loss.validate().map_err(|e| e.under("fake_loss"))
     }
 
@@ -137,8 +194,34 @@ impl Algorithm for DiffInstruct {
         if let Some(dataset) = &env.dataset {
             check_dataset(dataset.as_ref(), teacher.as_ref())?;
         }
+        if let Some(pipe) = &self.fake_augment
+            && pipe.label_dim() != fake_score.augment_dim()
+        {
+            return Err(Error::config(
+                "fake_augment",
+                format!(
+                    "makes {} augmentation labels but the fake score takes {} (its augment_dim)",
+                    pipe.label_dim(),
+                    fake_score.augment_dim()
+                ),
+            ));
+        }
+        let label_dim = teacher.label_dim();
+        let labels = match (self.labels, &env.dataset) {
+            (_, _) if label_dim == 0 => Labels::None,
+            (LabelSource::Uniform, _) => Labels::Uniform,
+            (LabelSource::Dataset, Some(dataset)) if dataset.label_dim() > 0 => Labels::Dataset(dataset.clone()),
+            (LabelSource::Dataset, _) => {
+                return Err(Error::config(
+                    "labels",
+                    "the teacher is conditional: labels from the dataset need a labelled `dataset`; \
+                     give one or set labels: \"uniform\"",
+                ));
+            }
+        };
         Ok(Box::new(DiffInstructStep {
-            label_dim: teacher.label_dim(),
+            labels,
+            label_dim,
             teacher,
             generator,
             generator_ema,
@@ -147,6 +230,9 @@ impl Algorithm for DiffInstruct {
             fake_loss: self.fake_loss.clone(),
             fake_warmup_iters: self.fake_warmup_iters,
             fake_updates_per_iter: self.fake_updates_per_iter,
+            fake_augment: self.fake_augment.clone(),
+            fake_samples_in_eval_mode: self.fake_samples_in_eval_mode,
+            generator_loss_mode: self.generator_loss_mode,
         }))
     }
 }
@@ -191,36 +277,81 @@ struct DiffInstructStep {
     fake_loss: EdmLoss,
     fake_warmup_iters: u64,
     fake_updates_per_iter: u64,
+    fake_augment: Option<AugmentPipe>,
+    fake_samples_in_eval_mode: bool,
+    generator_loss_mode: NetworkMode,
+    labels: Labels,
     label_dim: i64,
 }
 
+/// How the step draws class labels.
+enum Labels {
+    /// The teacher is unconditional.
+    None,
+    /// Uniformly random classes.
+    Uniform,
+    /// The labels of uniformly random images of this dataset.
+    Dataset(Rc<dyn Dataset>),
+}
+
 impl DiffInstructStep {
+    /// One-hot labels `[n, label_dim]` for a batch, or `None` when unconditional.
+    fn draw_labels(&self, n: i64, device: Device) -> Result<Option<Tensor>> {
+        match &self.labels {
+            Labels::None => Ok(None),
+            Labels::Uniform => random_labels(n, self.label_dim, device),
+            Labels::Dataset(dataset) => {
+                let len = dataset.len() as i64;
+                let indices = Tensor::f_randint(len, [n], (Kind::Int64, Device::Cpu)).ctx("label indices")?;
+                let classes = Vec::<i64>::try_from(indices)
+                    .ctx("label indices")?
+                    .into_iter()
+                    .map(|i| dataset.label(i as usize).map(|l| l.unwrap_or(0)))
+                    .collect::<Result<Vec<_>>>()?;
+                let classes = Tensor::from_slice(&classes).f_to_device(device).ctx("labels")?;
+                Ok(Some(classes.f_one_hot(self.label_dim).ctx("labels")?.f_to_kind(Kind::Float).ctx("labels")?))
+            }
+        }
+    }
+
     /// Generator samples `[N, *shape]` and their one-hot labels.
     fn generator_batch(&self, n: i64, device: Device) -> Result<(Tensor, Option<Tensor>)> {
         let z = self.generator.sample_latents(n, device)?;
-        let labels = random_labels(n, self.label_dim, device)?;
+        let labels = self.draw_labels(n, device)?;
         let x = self.generator.generate(&z, labels.as_ref())?;
         Ok((x, labels))
     }
 
-    /// Step 1: EDM's denoising loss of the fake score on detached generator samples.
+    /// Step 1: EDM's denoising loss of the fake score on detached generator
+    /// samples (augmented when configured).
     fn fake_score_update(&mut self, ctx: &mut StepContext<'_>) -> Result<f64> {
+        if self.fake_samples_in_eval_mode {
+            self.generator.set_train(false);
+        }
         let (x_g, labels) = tch::no_grad(|| self.generator_batch(ctx.batch_size, ctx.device))?;
         self.fake_score.set_train(true);
-        let loss = self.fake_loss.loss(self.fake_score.as_ref(), &x_g, labels.as_ref())?;
+        let loss = self.fake_loss.augmented_loss(
+            self.fake_score.as_ref(),
+            &x_g,
+            labels.as_ref(),
+            self.fake_augment.as_ref(),
+        )?;
         ctx.update("fake_score", &loss)
     }
 
     /// Step 2: the divergence's generator loss, the fake score frozen.
     fn generator_update(&mut self, ctx: &mut StepContext<'_>) -> Result<f64> {
         self.generator.set_train(true);
-        self.fake_score.set_train(false);
+        let train = self.generator_loss_mode == NetworkMode::Train;
+        self.teacher.set_train(train);
+        self.fake_score.set_train(train);
         let (x_g, labels) = self.generator_batch(ctx.batch_size, ctx.device)?;
         let fake_vars = self.fake_score.var_store_mut().expect("checked when built");
         fake_vars.freeze();
         let loss =
             self.divergence.generator_loss(&x_g, labels.as_ref(), self.teacher.as_ref(), self.fake_score.as_ref());
         self.fake_score.var_store_mut().expect("checked when built").unfreeze();
+        self.teacher.set_train(false);
         ctx.update("generator", &loss?)
     }
 }

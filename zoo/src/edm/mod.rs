@@ -63,7 +63,12 @@ impl EdmParams {
         let mut args = EdmNetworkArgs::default();
         if let Some(path) = &self.checkpoint {
             let path = base_dir.join(path);
-            if let Some(from_file) = architecture_in_metadata(&path)? {
+            // A config that names its architecture can be checked before its
+            // checkpoint is downloaded; building the network still needs it.
+            let described = self.preset.is_some() || self.network.precond.is_some();
+            if !path.exists() && described {
+                tracing::warn!("{} does not exist yet; the architecture comes from the config", path.display());
+            } else if let Some(from_file) = architecture_in_metadata(&path)? {
                 args = from_file;
             }
         }

@@ -167,6 +167,29 @@ impl ScoreModel for EdmNetwork {
         self.forward(x, sigma, labels, None)?.f_to_kind(kind).ctx("edm output")
     }
 
+    fn denoise_augmented(
+        &self,
+        x: &Tensor,
+        sigma: &Tensor,
+        labels: Option<&Tensor>,
+        augment_labels: &Tensor,
+    ) -> Result<Tensor> {
+        let expected = [x.size().first().copied().unwrap_or(0), self.config.augment_dim];
+        if augment_labels.size() != expected {
+            return Err(Error::Shape {
+                what: "augmentation labels (the network's augment_dim)".into(),
+                expected: expected.to_vec(),
+                actual: augment_labels.size(),
+            });
+        }
+        let kind = x.f_kind().ctx("edm")?;
+        self.forward(x, sigma, labels, Some(augment_labels))?.f_to_kind(kind).ctx("edm output")
+    }
+
+    fn augment_dim(&self) -> i64 {
+        self.config.augment_dim
+    }
+
     fn sigma_data(&self) -> f64 {
         self.config.sigma_data
     }
