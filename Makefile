@@ -3,9 +3,12 @@
 #   make test   installs everything and runs all tests
 
 CARGO ?= cargo
+DIFI = ./target/release/difi
 DEMO_RUN ?= runs/demo
+TOY_RUN ?= runs/toy
+FMNIST ?= /usr/share/datasets/fashion-mnist
 
-.PHONY: setup build demo test lint clean-runs
+.PHONY: setup build demo toy test lint teacher-data teacher clean-runs
 
 setup:
 	./scripts/setup.sh
@@ -13,13 +16,21 @@ setup:
 build: setup
 	$(CARGO) build --release
 
-# Distills the default config (the exact 8-mode Gaussian-mixture teacher) and
-# measures the generator against exact teacher samples. Replaces runs/demo.
+# Distills the embedded Fashion-MNIST teacher into a one-step generator
+# without data (about 13 minutes on two CPU cores), then shows teacher and
+# student side by side with their proxy-FIDs and speeds. Replaces runs/demo.
 demo: build
 	rm -rf $(DEMO_RUN)
-	./target/release/difi distill configs/toy-gmm.ron --outdir $(DEMO_RUN)
-	./target/release/difi evaluate --run $(DEMO_RUN)
-	./target/release/difi sample --run $(DEMO_RUN) --n 10000 --out $(DEMO_RUN)/samples.npy
+	$(DIFI) distill configs/demo-fmnist.ron --outdir $(DEMO_RUN)
+	$(DIFI) showcase $(DEMO_RUN) --out $(DEMO_RUN)/showcase.png
+	$(DIFI) report $(DEMO_RUN)
+
+# Distills an exact 8-mode Gaussian mixture and measures the generator against
+# exact teacher samples (about a minute). Replaces runs/toy.
+toy: build
+	rm -rf $(TOY_RUN)
+	$(DIFI) distill configs/toy-gmm.ron --outdir $(TOY_RUN)
+	$(DIFI) evaluate --run $(TOY_RUN)
 
 test: setup
 	$(CARGO) test --workspace
@@ -27,6 +38,18 @@ test: setup
 lint: setup
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+# Fashion-MNIST (Debian's dataset-fashion-mnist) at 16x16, for training the teacher.
+teacher-data: build
+	mkdir -p datasets
+	[ -f datasets/fashion-mnist-16x16-train.zip ] || $(DIFI) dataset convert \
+		--source $(FMNIST)/train-images-idx3-ubyte.gz --dest datasets/fashion-mnist-16x16-train.zip --resolution 16x16
+	[ -f datasets/fashion-mnist-16x16-test.zip ] || $(DIFI) dataset convert \
+		--source $(FMNIST)/t10k-images-idx3-ubyte.gz --dest datasets/fashion-mnist-16x16-test.zip --resolution 16x16
+
+# Trains the embedded teacher again (see docs/results.md for its cost).
+teacher: teacher-data
+	$(DIFI) train-teacher configs/teacher-fmnist.ron --outdir runs/teacher-fmnist
 
 clean-runs:
 	rm -rf runs

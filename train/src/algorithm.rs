@@ -46,4 +46,6 @@ pub struct BuildEnv<'a> {
     pub base_dir: &'a Path,
     /// The config's dataset, if it names one.
     pub dataset: Option<Rc<dyn Dataset>>,
+    /// Samples per iteration.
+    pub batch_size: i64,
 }

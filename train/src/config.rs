@@ -263,7 +263,14 @@ impl<A: Algorithm> RunConfig<A> {
         device: tch::Device,
         dataset: Option<Rc<dyn Dataset>>,
     ) -> BuildEnv<'a> {
-        BuildEnv { registry, device, seed: self.run.seed, base_dir: self.base_dir(), dataset }
+        BuildEnv {
+            registry,
+            device,
+            seed: self.run.seed,
+            base_dir: self.base_dir(),
+            dataset,
+            batch_size: self.run.schedule.batch_size,
+        }
     }
 
     /// The config's dataset, if it names one.

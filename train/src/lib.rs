@@ -8,7 +8,7 @@
 //! - [`config`]: the run config (run settings + the algorithm's section);
 //! - [`session`]: what a command runs (new or resumed run, Ctrl-C);
 //! - [`optim`], [`ema`], [`snapshot`], [`run_dir`], [`stats`]: the runner's parts;
-//! - [`networks`], [`denoiser_generator`], [`edm_loss`]: building blocks of the algorithms;
+//! - [`networks`], [`denoiser_generator`], [`denoising_loss`]: building blocks of the algorithms;
 //! - [`generate`], [`run_generator`], [`snapshot_metrics`], [`bench`]: using what was trained.
 
 pub mod algorithm;
@@ -17,7 +17,7 @@ pub mod augment;
 pub mod bench;
 pub mod config;
 pub mod denoiser_generator;
-pub mod edm_loss;
+pub mod denoising_loss;
 pub mod ema;
 pub mod generate;
 pub mod networks;

@@ -140,15 +140,31 @@ impl Adam {
     /// update at learning rate `lr`. Non-finite gradient entries are replaced
     /// as the [`NonFinite`] setting says.
     pub fn backward_step(&mut self, loss: &Tensor, lr: f64) -> Result<()> {
-        for (_, p) in self.params.iter_mut() {
-            p.zero_grad();
-        }
-        let scaled = loss.f_mul_scalar(self.config.loss_scale).ctx("scale loss")?;
-        scaled.f_backward().ctx("backward")?;
+        self.zero_grad();
+        self.backward(loss)?;
         self.apply(lr)
     }
 
-    fn apply(&mut self, lr: f64) -> Result<()> {
+    /// Clears the gradients of the optimised variables.
+    pub fn zero_grad(&mut self) {
+        for (_, p) in self.params.iter_mut() {
+            p.zero_grad();
+        }
+    }
+
+    /// Adds the gradient of `loss × loss_scale` to the variables' gradients.
+    pub fn backward(&mut self, loss: &Tensor) -> Result<()> {
+        let scaled = loss.f_mul_scalar(self.config.loss_scale).ctx("scale loss")?;
+        scaled.f_backward().ctx("backward")
+    }
+
+    /// Records an update skipped for a non-finite loss.
+    pub fn skip(&mut self) {
+        self.skipped += 1;
+    }
+
+    /// One update at learning rate `lr` from the accumulated gradients.
+    pub fn apply(&mut self, lr: f64) -> Result<()> {
         let (beta1, beta2) = self.config.betas;
         self.steps += 1;
         let t = self.steps as i32;

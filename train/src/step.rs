@@ -10,7 +10,7 @@ use difi_core::traits::Generator;
 use tch::nn::VarStore;
 use tch::{Device, Tensor};
 
-use crate::optim::Adam;
+use crate::optim::{Adam, NonFinite};
 
 /// What the runner does with a part.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -111,5 +111,40 @@ impl<'a> StepContext<'a> {
         let lr = optimizer.config().learning_rate(optimizer.steps(), self.batch_size);
         optimizer.update(loss, value, lr)?;
         Ok(value)
+    }
+
+    /// One update of part `part` from several losses whose gradients add up
+    /// (a batch in rounds, as EDM's `batch_gpu`): `round(i)` gives the loss
+    /// of round `i`, already divided by the number of rounds; each is
+    /// backpropagated before the next is computed, so only one round's
+    /// activations are alive at a time. A non-finite round skips the update
+    /// unless the optimiser says `nonfinite: "clamp"`. Returns the summed loss.
+    pub fn update_in_rounds(
+        &mut self,
+        part: &str,
+        rounds: usize,
+        mut round: impl FnMut(usize) -> Result<Tensor>,
+    ) -> Result<f64> {
+        let optimizer = self.optimizers.get_mut(part).ok_or_else(|| Error::Plugin {
+            plugin: "training step".into(),
+            message: format!("updates part `{part}`, which it did not declare as trained"),
+        })?;
+        optimizer.zero_grad();
+        let mut total = 0.0;
+        for i in 0..rounds {
+            let loss = round(i)?;
+            let value = loss.f_double_value(&[]).ctx("read loss")?;
+            total += value;
+            if value.is_finite() || optimizer.config().nonfinite == NonFinite::Clamp {
+                optimizer.backward(&loss)?;
+            }
+        }
+        if total.is_finite() || optimizer.config().nonfinite == NonFinite::Clamp {
+            let lr = optimizer.config().learning_rate(optimizer.steps(), self.batch_size);
+            optimizer.apply(lr)?;
+        } else {
+            optimizer.skip();
+        }
+        Ok(total)
     }
 }

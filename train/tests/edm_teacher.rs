@@ -10,7 +10,7 @@ use difi_core::registry::Registry;
 use difi_core::rng::{RngStream, reseed};
 use difi_train::EdmTeacherTraining;
 use difi_train::config::RunConfig;
-use difi_train::edm_loss::EdmLoss;
+use difi_train::denoising_loss::DenoisingLoss;
 use difi_train::run_dir::RunDir;
 use difi_train::runner::Outcome;
 use difi_train::session::build_runner;
@@ -62,7 +62,7 @@ fn held_out_loss(config: &RunConfig<EdmTeacherTraining>, registry: &Registry, we
     let mut total = 0.0;
     for draw in 0..8 {
         reseed(99, RngStream::Sampling, draw);
-        let loss = tch::no_grad(|| EdmLoss::default().loss(network.as_ref(), &images, Some(&labels))).unwrap();
+        let loss = tch::no_grad(|| DenoisingLoss::default().loss(network.as_ref(), &images, Some(&labels))).unwrap();
         total += loss.double_value(&[]) / 8.0;
     }
     total
@@ -105,4 +105,20 @@ fn teacher_training_without_a_dataset_is_refused() {
     config.run.dataset = None;
     let err = build_runner(&config, &registry).err().unwrap().to_string();
     assert!(err.contains("dataset"), "{err}");
+}
+
+#[test]
+fn a_batch_can_be_processed_in_rounds() {
+    let scratch = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("difi-edm-teacher-rounds");
+    let _ = std::fs::remove_dir_all(&scratch);
+    let (config, registry) = teacher_config(&["batch_per_pass=Some(8)".into(), "schedule.total_kimg=0.32".into()]);
+    let run = RunDir::create(&scratch).unwrap();
+    build_runner(&config, &registry).unwrap().run(&run, &AtomicBool::new(false)).unwrap();
+    let stats = std::fs::read_to_string(run.stats_path()).unwrap();
+    let line: serde_json::Value = serde_json::from_str(stats.lines().last().unwrap()).unwrap();
+    assert!(line["loss_network"].as_f64().is_some_and(f64::is_finite), "{line}");
+
+    let (config, registry) = teacher_config(&["batch_per_pass=Some(5)".into()]);
+    let err = build_runner(&config, &registry).err().unwrap().to_string();
+    assert!(err.contains("batch_per_pass") && err.contains("does not divide"), "{err}");
 }

@@ -49,12 +49,17 @@ impl HeunSampler {
 
     /// The noise levels `t_0 > … > t_{N−1}` followed by 0, for `model`.
     pub fn time_steps(&self, model: &dyn ScoreModel) -> Result<Vec<f64>> {
-        if self.num_steps < 2 {
-            return Err(Error::config("num_steps", "the sampler needs at least 2 steps"));
+        if self.num_steps < 1 {
+            return Err(Error::config("num_steps", "the sampler needs at least 1 step"));
         }
         let (model_min, model_max) = model.sigma_range();
         let sigma_min = self.sigma_min.max(model_min);
         let sigma_max = self.sigma_max.min(model_max);
+        // One step: a single Euler step from σ_max to 0, i.e. D(σ_max z; σ_max)
+        // (EDM's formula divides by num_steps − 1).
+        if self.num_steps == 1 {
+            return Ok(vec![model.round_sigma(sigma_max), 0.0]);
+        }
         let inv_rho = 1.0 / self.rho;
         let mut steps: Vec<f64> = (0..self.num_steps)
             .map(|i| {
@@ -159,5 +164,70 @@ impl Generator for SampledGenerator {
 
     fn set_train(&mut self, train: bool) {
         self.model.set_train(train)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use difi_core::traits::broadcast_per_sample;
+
+    /// The exact denoiser of N(0, s²) data.
+    struct Gaussian(f64);
+
+    impl ScoreModel for Gaussian {
+        fn denoise(&self, x: &Tensor, sigma: &Tensor, _labels: Option<&Tensor>) -> Result<Tensor> {
+            let sigma = broadcast_per_sample(&sigma.to_kind(x.kind()), x.dim())?;
+            Ok(x * (self.0 * self.0) / (sigma.square() + self.0 * self.0))
+        }
+        fn sigma_data(&self) -> f64 {
+            self.0
+        }
+        fn sample_shape(&self) -> Vec<i64> {
+            vec![1]
+        }
+        fn var_store(&self) -> Option<&tch::nn::VarStore> {
+            None
+        }
+        fn var_store_mut(&mut self) -> Option<&mut tch::nn::VarStore> {
+            None
+        }
+    }
+
+    #[test]
+    fn one_step_is_the_denoiser_at_the_highest_noise_level() {
+        let sampler = HeunSampler { num_steps: 1, ..Default::default() };
+        assert_eq!(sampler.nfe(), 1);
+        let z = Tensor::from_slice(&[1.0f64, -2.0]).reshape([2, 1]);
+        let out = sampler.sample(&Gaussian(0.5), &z, None).unwrap();
+        let expected = &z * 80.0 * 0.25 / (80.0 * 80.0 + 0.25);
+        assert!((out - expected).abs().max().double_value(&[]) < 1e-12);
+    }
+
+    #[test]
+    fn eighteen_steps_follow_edms_algorithm_written_out() {
+        // EDM's Algorithm 2 (S_churn = 0) on scalars, for the exact Gaussian
+        // denoiser: an independent transcription to compare the tensor code with.
+        let (s, n, rho, lo, hi) = (0.5f64, 18usize, 7.0f64, 0.002f64, 80.0f64);
+        let mut t: Vec<f64> = (0..n)
+            .map(|i| {
+                (hi.powf(1.0 / rho) + i as f64 / (n - 1) as f64 * (lo.powf(1.0 / rho) - hi.powf(1.0 / rho))).powf(rho)
+            })
+            .collect();
+        t.push(0.0);
+        let denoise = |x: f64, sigma: f64| x * s * s / (sigma * sigma + s * s);
+        let mut x = hi * 1.5;
+        for k in 0..n {
+            let d = (x - denoise(x, t[k])) / t[k];
+            let mut next = x + d * (t[k + 1] - t[k]);
+            if k < n - 1 {
+                let d2 = (next - denoise(next, t[k + 1])) / t[k + 1];
+                next = x + (0.5 * d + 0.5 * d2) * (t[k + 1] - t[k]);
+            }
+            x = next;
+        }
+        let z = Tensor::from_slice(&[1.5f64]).reshape([1, 1]);
+        let out = HeunSampler::default().sample(&Gaussian(0.5), &z, None).unwrap().double_value(&[0, 0]);
+        assert!((out - x).abs() < 1e-12, "{out} vs {x}");
     }
 }

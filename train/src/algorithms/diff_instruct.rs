@@ -34,7 +34,7 @@ use tch::{Device, Kind, Tensor};
 use crate::algorithm::{Algorithm, BuildEnv};
 use crate::augment::AugmentPipe;
 use crate::denoiser_generator::DenoiserGeneratorParams;
-use crate::edm_loss::EdmLoss;
+use crate::denoising_loss::DenoisingLoss;
 use crate::networks::{NetworkBuilder, check_dataset};
 use crate::step::{Losses, Part, PartRole, Step, StepContext};
 
@@ -57,7 +57,7 @@ pub struct DiffInstruct {
     pub divergence: Component,
     /// Noise levels of the fake score's denoising loss.
     #[serde(default)]
-    pub fake_loss: EdmLoss,
+    pub fake_loss: DenoisingLoss,
     /// Fake-score updates before the first generator update.
     #[serde(default)]
     pub fake_warmup_iters: u64,
@@ -274,7 +274,7 @@ struct DiffInstructStep {
     fake_score: Box<dyn ScoreModel>,
     /// Gives the generator loss.
     divergence: Box<dyn Divergence>,
-    fake_loss: EdmLoss,
+    fake_loss: DenoisingLoss,
     fake_warmup_iters: u64,
     fake_updates_per_iter: u64,
     fake_augment: Option<AugmentPipe>,

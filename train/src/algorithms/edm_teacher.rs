@@ -15,7 +15,7 @@ use tch::{Device, Kind, Tensor};
 
 use crate::algorithm::{Algorithm, BuildEnv};
 use crate::augment::AugmentPipe;
-use crate::edm_loss::EdmLoss;
+use crate::denoising_loss::DenoisingLoss;
 use crate::networks::{NetworkBuilder, check_dataset};
 use crate::step::{Losses, Part, PartRole, Step, StepContext};
 
@@ -28,7 +28,7 @@ pub struct EdmTeacherTraining {
     pub network: Component,
     /// Noise levels of the denoising loss.
     #[serde(default)]
-    pub loss: EdmLoss,
+    pub loss: DenoisingLoss,
     /// Augment training images with EDM's pipeline, the labels fed to the
     /// network (it needs a matching `augment_dim`); `None`: off.
     #[serde(default)]
@@ -37,6 +37,10 @@ pub struct EdmTeacherTraining {
     /// sampler; 18 steps = 35 NFE by default).
     #[serde(default)]
     pub sampler: HeunSampler,
+    /// Images per forward pass (EDM's `batch_gpu`): the batch is processed
+    /// in rounds whose gradients add up, to fit memory; `None`: all at once.
+    #[serde(default)]
+    pub batch_per_pass: Option<i64>,
 }
 
 impl Algorithm for EdmTeacherTraining {
@@ -54,8 +58,11 @@ impl Algorithm for EdmTeacherTraining {
         if let Some(pipe) = &self.augment {
             pipe.validate().map_err(|e| e.under("augment"))?;
         }
-        if self.sampler.num_steps < 2 {
-            return Err(Error::config("sampler.num_steps", "the sampler needs at least 2 steps"));
+        if self.sampler.num_steps < 1 {
+            return Err(Error::config("sampler.num_steps", "the sampler needs at least 1 step"));
+        }
+        if self.batch_per_pass.is_some_and(|b| b < 1) {
+            return Err(Error::config("batch_per_pass", "must be at least 1"));
         }
         self.loss.validate().map_err(|e| e.under("loss"))
     }
@@ -86,12 +93,21 @@ impl Algorithm for EdmTeacherTraining {
             ));
         }
         let network_ema = SampledGenerator::new(network_ema, self.sampler.clone()).map_err(|e| e.under("sampler"))?;
+        if let Some(per_pass) = self.batch_per_pass
+            && env.batch_size % per_pass != 0
+        {
+            return Err(Error::config(
+                "batch_per_pass",
+                format!("{per_pass} does not divide the batch of {}", env.batch_size),
+            ));
+        }
         Ok(Box::new(EdmTeacherStep {
             network,
             network_ema,
             dataset,
             loss: self.loss.clone(),
             augment: self.augment.clone(),
+            batch_per_pass: self.batch_per_pass,
         }))
     }
 }
@@ -101,8 +117,9 @@ struct EdmTeacherStep {
     /// The network's EMA, sampled with Heun's method for metrics and grids.
     network_ema: SampledGenerator,
     dataset: Rc<dyn Dataset>,
-    loss: EdmLoss,
+    loss: DenoisingLoss,
     augment: Option<AugmentPipe>,
+    batch_per_pass: Option<i64>,
 }
 
 impl EdmTeacherStep {
@@ -145,10 +162,17 @@ impl Step for EdmTeacherStep {
     }
 
     fn iteration(&mut self, ctx: &mut StepContext<'_>) -> Result<Losses> {
-        let (images, labels) = self.batch(ctx.batch_size, ctx.device)?;
         self.network.set_train(true);
-        let loss = self.loss.augmented_loss(self.network.as_ref(), &images, labels.as_ref(), self.augment.as_ref())?;
-        Ok(Losses(vec![("network", ctx.update("network", &loss)?)]))
+        let per_pass = self.batch_per_pass.unwrap_or(ctx.batch_size).min(ctx.batch_size);
+        let rounds = (ctx.batch_size / per_pass) as usize;
+        let device = ctx.device;
+        let value = ctx.update_in_rounds("network", rounds, |_| {
+            let (images, labels) = self.batch(per_pass, device)?;
+            let loss =
+                self.loss.augmented_loss(self.network.as_ref(), &images, labels.as_ref(), self.augment.as_ref())?;
+            Ok(loss / rounds as f64)
+        })?;
+        Ok(Losses(vec![("network", value)]))
     }
 
     fn evaluated_generator(&self) -> Option<&dyn Generator> {

@@ -1,0 +1,219 @@
+//! The denoising score-matching losses of EDM (Karras et al. 2022,
+//! `training/loss.py`): `EDMLoss`, and the `VPLoss` and `VELoss` of Song et
+//! al.'s formulations. They train Diff-Instruct's fake score on the
+//! generator's detached samples, and a teacher on dataset images.
+
+use difi_core::draws::log_normal_sigma;
+use difi_core::error::{Error, Result, TorchContext};
+use difi_core::traits::{ScoreModel, broadcast_per_sample};
+use serde::{Deserialize, Serialize};
+use tch::{Kind, Tensor};
+
+use crate::augment::AugmentPipe;
+
+/// Which of EDM's losses: how σ is drawn and how each σ is weighted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LossKind {
+    /// `EDMLoss`: ln σ ~ N(p_mean, p_std²), λ(σ) = (σ² + σ_d²)/(σ σ_d)².
+    #[default]
+    Edm,
+    /// `VPLoss`: σ = σ_VP(t), t ~ U(ε_t, 1), λ(σ) = 1/σ².
+    Vp,
+    /// `VELoss`: σ = σ_min (σ_max/σ_min)^u, u ~ U(0, 1), λ(σ) = 1/σ².
+    Ve,
+}
+
+/// A denoising loss with EDM's parameter names and defaults; only the
+/// parameters of its `kind` are used.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DenoisingLoss {
+    /// `"edm"` (default), `"vp"` or `"ve"`.
+    pub kind: LossKind,
+    /// edm: mean of ln σ.
+    pub p_mean: f64,
+    /// edm: standard deviation of ln σ.
+    pub p_std: f64,
+    /// vp: β_d, β_min and ε_t of the VP schedule.
+    pub beta_d: f64,
+    pub beta_min: f64,
+    pub epsilon_t: f64,
+    /// ve: the range of σ.
+    pub sigma_min: f64,
+    pub sigma_max: f64,
+}
+
+impl Default for DenoisingLoss {
+    fn default() -> Self {
+        DenoisingLoss {
+            kind: LossKind::Edm,
+            p_mean: -1.2,
+            p_std: 1.2,
+            beta_d: 19.9,
+            beta_min: 0.1,
+            epsilon_t: 1e-5,
+            sigma_min: 0.02,
+            sigma_max: 100.0,
+        }
+    }
+}
+
+impl DenoisingLoss {
+    /// Checks the parameters of its kind; errors name the field.
+    pub fn validate(&self) -> Result<()> {
+        let positive = |key: &str, value: f64| -> Result<()> {
+            if value > 0.0 && value.is_finite() {
+                Ok(())
+            } else {
+                Err(Error::config(key, format!("must be a positive number, got {value}")))
+            }
+        };
+        match self.kind {
+            LossKind::Edm => {
+                positive("p_std", self.p_std)?;
+                if !self.p_mean.is_finite() {
+                    return Err(Error::config("p_mean", "must be finite"));
+                }
+            }
+            LossKind::Vp => {
+                positive("beta_d", self.beta_d)?;
+                positive("beta_min", self.beta_min)?;
+                positive("epsilon_t", self.epsilon_t)?;
+                if self.epsilon_t >= 1.0 {
+                    return Err(Error::config("epsilon_t", "must be below 1"));
+                }
+            }
+            LossKind::Ve => {
+                positive("sigma_min", self.sigma_min)?;
+                positive("sigma_max", self.sigma_max)?;
+                if self.sigma_max <= self.sigma_min {
+                    return Err(Error::config("sigma_max", "must exceed sigma_min"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// σ `[n]` drawn as the kind says, and the weight λ(σ) `[n]`.
+    fn noise_levels(&self, n: i64, like: &Tensor, sigma_data: f64) -> Result<(Tensor, Tensor)> {
+        let uniform = || Tensor::f_rand([n], (Kind::Float, like.device())).ctx("sample sigma");
+        let sigma = match self.kind {
+            LossKind::Edm => log_normal_sigma(n, self.p_mean, self.p_std, like)?,
+            LossKind::Vp => {
+                let t = uniform()? * (self.epsilon_t - 1.0) + 1.0;
+                ((t.f_square().ctx("vp sigma")? * (0.5 * self.beta_d) + &t * self.beta_min).f_exp().ctx("vp sigma")?
+                    - 1.0)
+                    .f_sqrt()
+                    .ctx("vp sigma")?
+            }
+            LossKind::Ve => {
+                let u = uniform()?;
+                Tensor::f_pow_scalar(self.sigma_max / self.sigma_min, &u).ctx("ve sigma")? * self.sigma_min
+            }
+        };
+        let weight = match self.kind {
+            LossKind::Edm => {
+                (sigma.f_square().ctx("loss weight")? + sigma_data * sigma_data)
+                    / (&sigma * sigma_data).f_square().ctx("loss weight")?
+            }
+            LossKind::Vp | LossKind::Ve => sigma.f_square().ctx("loss weight")?.f_reciprocal().ctx("loss weight")?,
+        };
+        Ok((sigma, weight))
+    }
+
+    /// `λ(σ) ‖D(y + σε; σ) − y‖²`, summed over each sample's elements and
+    /// averaged over the batch. Draws σ, then ε. `y` `[N, *sample_shape]`: clean samples (no graph);
+    /// returns a scalar.
+    pub fn loss(&self, model: &dyn ScoreModel, y: &Tensor, labels: Option<&Tensor>) -> Result<Tensor> {
+        self.augmented_loss(model, y, labels, None)
+    }
+
+    /// [`loss`](Self::loss) on `y` augmented by `augment` (when given), the
+    /// augmentation labels passed to the model, as EDM's losses: draws σ,
+    /// then the augmentation, then ε.
+    pub fn augmented_loss(
+        &self,
+        model: &dyn ScoreModel,
+        y: &Tensor,
+        labels: Option<&Tensor>,
+        augment: Option<&AugmentPipe>,
+    ) -> Result<Tensor> {
+        let n = y.size()[0];
+        let (sigma, weight) = self.noise_levels(n, y, model.sigma_data())?;
+        let (y, augment_labels) = match augment {
+            Some(pipe) => {
+                let (augmented, augment_labels) = pipe.apply(y)?;
+                (augmented, Some(augment_labels))
+            }
+            None => (y.shallow_clone(), None),
+        };
+        let y = &y;
+        let noisy = y + y.f_randn_like().ctx("noise")? * broadcast_per_sample(&sigma, y.dim())?;
+        let denoised = match &augment_labels {
+            Some(augment_labels) => model.denoise_augmented(&noisy, &sigma, labels, augment_labels)?,
+            None => model.denoise(&noisy, &sigma, labels)?,
+        };
+        let per_sample = (denoised - y)
+            .f_square()
+            .ctx("denoising loss")?
+            .f_flatten(1, -1)
+            .ctx("denoising loss")?
+            .f_sum_dim_intlist(1, false, Kind::Float)
+            .ctx("denoising loss")?;
+        (per_sample * weight).f_mean(Kind::Float).ctx("denoising loss")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use difi_divergences::gaussian::Gaussian;
+    use tch::Device;
+
+    /// EDM's loss written out independently for the exact Gaussian denoiser,
+    /// on the same draws: σ = exp(p_mean + p_std·n₁), x = y + σ·n₂.
+    #[test]
+    fn vp_and_ve_draw_their_noise_levels_and_weights() {
+        let like = Tensor::zeros([1], (Kind::Float, Device::Cpu));
+        for (kind, lo, hi) in [(LossKind::Vp, 0.0, 152.0), (LossKind::Ve, 0.02, 100.0)] {
+            let loss = DenoisingLoss { kind, ..Default::default() };
+            loss.validate().unwrap();
+            let (sigma, weight) = loss.noise_levels(1000, &like, 0.5).unwrap();
+            let (min, max) = (sigma.min().double_value(&[]), sigma.max().double_value(&[]));
+            assert!(min >= lo && max <= hi && max > 10.0 * min, "{kind:?}: {min}..{max}");
+            let error = (weight * sigma.square() - 1.0).abs().max().double_value(&[]);
+            assert!(error < 1e-5, "{kind:?}: λ(σ) = 1/σ²: {error}");
+        }
+        let err = DenoisingLoss { kind: LossKind::Ve, sigma_max: 0.01, ..Default::default() }.validate();
+        assert!(err.unwrap_err().to_string().contains("sigma_max"));
+    }
+
+    #[test]
+    fn matches_edms_loss_computed_by_hand() {
+        let model = Gaussian { variance: 0.25, dim: 4 };
+        let loss = DenoisingLoss::default();
+        let y = Tensor::from_slice(&[0.5f64, -0.25, 0.75, 0.0, -0.5, 0.1, 0.2, 0.3]).reshape([2, 4]);
+        tch::manual_seed(11);
+        let value = loss.loss(&model, &y, None).unwrap().double_value(&[]);
+
+        tch::manual_seed(11);
+        let n1 = Vec::<f32>::try_from(Tensor::randn([2], (Kind::Float, Device::Cpu))).unwrap();
+        let n2 = Vec::<f64>::try_from(y.randn_like().reshape([-1])).unwrap();
+        let y: Vec<f64> = Vec::try_from(y.reshape([-1])).unwrap();
+        let (s2, sd) = (0.25f64, 0.5f64);
+        let mut expected = 0.0;
+        for i in 0..2 {
+            let sigma = (n1[i] * 1.2f32 + -1.2f32).exp() as f64;
+            let weight = (sigma * sigma + sd * sd) / (sigma * sd).powi(2);
+            let mut squared = 0.0;
+            for j in 0..4 {
+                let x = y[i * 4 + j] + sigma * n2[i * 4 + j];
+                let denoised = x * s2 / (sigma * sigma + s2);
+                squared += (denoised - y[i * 4 + j]).powi(2);
+            }
+            expected += weight * squared / 2.0;
+        }
+        assert!(((value - expected) / expected).abs() < 1e-6, "{value} vs {expected}");
+    }
+}
