@@ -155,3 +155,45 @@ fn the_paper_configs_check_before_their_files_are_downloaded() {
     let uncond = difi_ok(&["check", "configs/cifar10-uncond.ron"]);
     assert!(uncond.contains("p: 0.12") && uncond.contains("dropout: 0.13"), "{uncond}");
 }
+
+#[test]
+fn the_demo_distills_the_embedded_teacher_and_shows_it() {
+    let dir = scratch("demo-config");
+    let run = dir.join("run");
+    difi_ok(&[
+        "distill",
+        "configs/demo-fmnist.ron",
+        "--outdir",
+        arg(&run),
+        "--set",
+        "schedule.total_kimg=0.032",
+        "--set",
+        "schedule.tick_kimg=0.016",
+        "--set",
+        "schedule.snapshot_ticks=1",
+        "--set",
+        "metrics.list=[\"fid1k_full\"]",
+    ]);
+    let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    assert_eq!(metrics.lines().count(), 2, "{metrics}");
+    assert!(latest_snapshot(&run).join("samples.png").is_file());
+    let picture = dir.join("showcase.png");
+    let table = difi_ok(&[
+        "showcase",
+        arg(&run),
+        "--out",
+        arg(&picture),
+        "--n",
+        "100",
+        "--teacher-steps",
+        "3",
+        "--few-steps",
+        "2",
+    ]);
+    for row in ["teacher", "student at iteration 0", "proxy-FID", "samples/s"] {
+        assert!(table.contains(row), "{row} missing from:\n{table}");
+    }
+    assert!(picture.is_file());
+    difi_ok(&["report", arg(&run)]);
+    assert!(run.join("report.png").is_file());
+}

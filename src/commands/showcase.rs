@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use difi_core::traits::Generator;
-use difi_formats::image::{to_uint8, write_png};
+use difi_formats::image::to_uint8;
 use difi_metrics::detectors::{DetectorOptions, DetectorSpec};
 use difi_metrics::{FeatureStats, frechet_distance};
 use difi_train::generate::{generate_samples, sample_grid};
@@ -128,7 +128,11 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let picture = Tensor::f_cat(&[left.to_device(Device::Cpu), gap, right.to_device(Device::Cpu)], 2)?;
     let zoom = args.zoom.max(1);
     let picture = picture.f_repeat_interleave_self_int(zoom, 1, None)?.f_repeat_interleave_self_int(zoom, 2, None)?;
-    difi_formats::atomic::write_with(&args.out, |tmp| write_png(tmp, &picture))?;
+    let right_x = ((left.size()[2] + 2) * zoom) as usize;
+    let caption =
+        |m: &Measured| format!("{}, {} NFE: {label} {:.1}, {:.0}/s", m.what, m.nfe, m.distance, m.samples_per_s);
+    let captions = [(2, caption(&rows[0])), (right_x + 2, caption(&rows[3]))];
+    crate::report::write_captioned(&picture, &captions, &args.out)?;
 
     println!("{:<26} {:>5} {:>12} {:>12}", "", "NFE", label, "samples/s");
     for row in &rows {

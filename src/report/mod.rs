@@ -96,6 +96,34 @@ impl Canvas {
     }
 }
 
+/// Height of the caption band above a captioned picture.
+const CAPTION_HEIGHT: usize = 16;
+
+/// `picture` (uint8 `[C, H, W]`, C = 1 or 3) under a white band holding each
+/// caption at its x offset, written as an RGB PNG to `path`.
+pub fn write_captioned(picture: &tch::Tensor, captions: &[(usize, String)], path: &Path) -> Result<()> {
+    let size = picture.size();
+    let (c, h, w) = (size[0] as usize, size[1] as usize, size[2] as usize);
+    anyhow::ensure!(c == 1 || c == 3, "a picture has 1 or 3 channels, not {c}");
+    let hwc = picture.permute([1, 2, 0]).contiguous();
+    let mut pixels = vec![0u8; h * w * c];
+    hwc.f_copy_data_u8(&mut pixels, h * w * c).context("picture pixels")?;
+    let mut canvas = Canvas::new(w, h + CAPTION_HEIGHT)?;
+    for y in 0..h {
+        for x in 0..w {
+            let at = (y * w + x) * c;
+            let rgb = if c == 1 { [pixels[at]; 3] } else { [pixels[at], pixels[at + 1], pixels[at + 2]] };
+            canvas.set(x as i64, (y + CAPTION_HEIGHT) as i64, rgb);
+        }
+    }
+    for (x, text) in captions {
+        canvas.text(*x as i64, 3, text, INK);
+    }
+    let tmp = path.with_extension("png.tmp");
+    canvas.write(&tmp)?;
+    std::fs::rename(&tmp, path).with_context(|| path.display().to_string())
+}
+
 /// A number in at most 8 characters.
 fn label(value: f64) -> String {
     if value != 0.0 && (value.abs() >= 1e5 || value.abs() < 1e-3) {
