@@ -16,6 +16,10 @@ use difi_train::runner::Outcome;
 use difi_train::session::build_runner;
 use tch::{Device, Kind, Tensor};
 
+/// libtorch's generator is global and the tests of this file run in parallel
+/// threads; training reseeds it, so they take turns.
+static RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn teacher_config(overrides: &[String]) -> (RunConfig<EdmTeacherTraining>, Registry) {
     difi_zoo::link();
     difi_datasets::link();
@@ -70,6 +74,7 @@ fn held_out_loss(config: &RunConfig<EdmTeacherTraining>, registry: &Registry, we
 
 #[test]
 fn a_teacher_learns_to_denoise_dataset_images_and_resumes_exactly() {
+    let _rng = RNG.lock().unwrap_or_else(|e| e.into_inner());
     let scratch = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("difi-edm-teacher");
     let _ = std::fs::remove_dir_all(&scratch);
     let never = AtomicBool::new(false);
@@ -101,6 +106,7 @@ fn a_teacher_learns_to_denoise_dataset_images_and_resumes_exactly() {
 
 #[test]
 fn teacher_training_without_a_dataset_is_refused() {
+    let _rng = RNG.lock().unwrap_or_else(|e| e.into_inner());
     let (mut config, registry) = teacher_config(&[]);
     config.run.dataset = None;
     let err = build_runner(&config, &registry).err().unwrap().to_string();
@@ -109,6 +115,7 @@ fn teacher_training_without_a_dataset_is_refused() {
 
 #[test]
 fn a_batch_can_be_processed_in_rounds() {
+    let _rng = RNG.lock().unwrap_or_else(|e| e.into_inner());
     let scratch = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("difi-edm-teacher-rounds");
     let _ = std::fs::remove_dir_all(&scratch);
     let (config, registry) = teacher_config(&["batch_per_pass=Some(8)".into(), "schedule.total_kimg=0.32".into()]);

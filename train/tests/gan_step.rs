@@ -108,6 +108,9 @@ const CONFIG: &str = r#"(
     schedule: (batch_size: 64, total_kimg: 25.6, tick_kimg: 6.4, snapshot_ticks: 2, ema_halflife_kimg: 1.0),
 )"#;
 
+/// libtorch's generator is global and the tests of this file run in parallel threads.
+static RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn gan_config(overrides: &[String]) -> RunConfig<GanSketch> {
     let config = RunConfig::<GanSketch>::parse(CONFIG, overrides).unwrap();
     config.resolve(&Registry::empty()).unwrap()
@@ -124,6 +127,7 @@ fn generator_mean(snapshot: &Path) -> f64 {
 
 #[test]
 fn a_gan_trains_through_the_unchanged_runner_and_resumes_exactly() {
+    let _rng = RNG.lock().unwrap_or_else(|e| e.into_inner());
     let scratch = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("difi-gan-sketch");
     let _ = std::fs::remove_dir_all(&scratch);
     let never = AtomicBool::new(false);
@@ -162,6 +166,7 @@ fn a_gan_trains_through_the_unchanged_runner_and_resumes_exactly() {
 
 #[test]
 fn an_optimiser_for_a_part_the_algorithm_does_not_train_is_refused() {
+    let _rng = RNG.lock().unwrap_or_else(|e| e.into_inner());
     let config = RunConfig::<GanSketch>::parse(CONFIG, &["optim.critic=(lr: 0.1)".into()]).unwrap();
     let err = config.resolve(&Registry::empty()).unwrap_err().to_string();
     assert!(err.contains("optim.critic") && err.contains("discriminator"), "{err}");
