@@ -52,6 +52,8 @@ enum Command {
     Fid(commands::fid::Args),
     /// Measure a run against its exact (`gmm`) teacher: mode shares, spreads, energy distance.
     Evaluate(commands::evaluate::Args),
+    /// Distill one config with several divergences (ikl, sid, dmd, sim): a table and a chart of quality against kimg.
+    Compare(commands::compare::Args),
     /// Chart a run's losses and metrics against kimg (PNG).
     Report(commands::report::Args),
     /// List every registered plugin with its kind and origin.
@@ -80,6 +82,7 @@ fn main() -> ExitCode {
         Command::Sample(args) => commands::sample::run(args),
         Command::Showcase(args) => commands::showcase::run(args),
         Command::Evaluate(args) => commands::evaluate::run(args),
+        Command::Compare(args) => commands::compare::run(args),
         Command::Fid(args) => commands::fid::run(args),
         Command::Plugins(args) => commands::plugins::run(args),
         Command::Report(args) => commands::report::run(args),

@@ -19,7 +19,7 @@ const LAYERS: [(&str, &str); 9] = [
     ("zoo", "difi-zoo"),
     ("train", "difi-train"),
     ("plugins/datasets", "difi-datasets"),
-    ("plugins/dmd", "difi-plugin-dmd"),
+    ("plugins/sds", "difi-plugin-sds"),
 ];
 
 /// The difi crates named in `[dependencies]` of a manifest (not dev-dependencies).
@@ -50,7 +50,7 @@ fn crates_depend_only_on_lower_layers() {
     }
     assert!(difi_dependencies(&root().join("core/Cargo.toml")).is_empty());
     // A runtime plugin builds against difi-core alone.
-    assert_eq!(difi_dependencies(&root().join("plugins/dmd/Cargo.toml")), ["difi-core"]);
+    assert_eq!(difi_dependencies(&root().join("plugins/sds/Cargo.toml")), ["difi-core"]);
 }
 
 /// `src/a/b.rs` → `a::b`; `src/a/mod.rs` → `a`; `lib.rs` → ``.

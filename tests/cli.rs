@@ -44,6 +44,27 @@ fn config_errors_name_the_key() {
 }
 
 #[test]
+fn compare_checks_every_divergence_before_training_any() {
+    let out = scratch("compare-bad");
+    let runs = out.join("runs");
+    let cases: [(&[&str], &[&str]); 4] = [
+        (&["--divergences", "ikl,kld"], &["kld", "run kld"]),
+        (&["--divergences", "ikl", "--variant", "sid-2=(plugin: \"sid\", params: (alfa: 2.0))"], &["sid-2", "alfa"]),
+        (&["--divergences", "ikl,ikl"], &["ikl", "twice"]),
+        (&["--divergences", "", "--variant", "../x=(plugin: \"ikl\")"], &["../x", "plain name"]),
+    ];
+    for (extra, expected) in cases {
+        let mut args = vec!["compare", "configs/toy-gmm.ron", "--outdir", arg(&runs)];
+        args.extend(extra);
+        let err = difi_err(&args);
+        for needle in expected {
+            assert!(err.contains(needle), "{extra:?}: `{needle}` missing from: {err}");
+        }
+        assert!(!runs.exists(), "{extra:?}: nothing may be written before every run resolves");
+    }
+}
+
+#[test]
 fn missing_and_malformed_files_are_named() {
     let err = difi_err(&["check", "configs/nope.ron"]);
     assert!(err.contains("configs/nope.ron"), "{err}");

@@ -7,7 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{arg, build_dmd_plugin, difi_err, difi_ok, latest_snapshot, scratch};
+use common::{arg, build_sds_plugin, difi_err, difi_ok, latest_snapshot, scratch};
 
 #[test]
 fn builtin_plugins_are_listed_with_role_and_origin() {
@@ -31,12 +31,12 @@ fn builtin_plugins_are_listed_with_role_and_origin() {
 
 #[test]
 fn example_plugin_loads_registers_and_trains() {
-    let library = build_dmd_plugin();
+    let library = build_sds_plugin();
     let listing = difi_ok(&["plugins", "--plugin", arg(&library)]);
     assert!(
         listing
             .lines()
-            .any(|l| l.starts_with("divergence") && l.contains(" dmd ") && l.contains("libdifi_plugin_dmd.so")),
+            .any(|l| l.starts_with("divergence") && l.contains(" sds ") && l.contains("libdifi_plugin_sds.so")),
         "{listing}"
     );
 
@@ -50,7 +50,7 @@ fn example_plugin_loads_registers_and_trains() {
         "--plugin",
         arg(&library),
         "--set",
-        r#"divergence=(plugin: "dmd", params: (p_mean: 0.0))"#,
+        r#"divergence=(plugin: "sds", params: (p_mean: 0.0))"#,
         "--set",
         "schedule.total_kimg=20",
         "--set",
@@ -60,7 +60,7 @@ fn example_plugin_loads_registers_and_trains() {
     ]);
     // The run recorded the library and the plugin's resolved params.
     let config = std::fs::read_to_string(run.join("config.ron")).unwrap();
-    assert!(config.contains("libdifi_plugin_dmd.so") && config.contains("plugin: \"dmd\""), "{config}");
+    assert!(config.contains("libdifi_plugin_sds.so") && config.contains("plugin: \"sds\""), "{config}");
     assert!(config.contains("p_std: 1.2"), "defaults of the plugin's params are filled in:\n{config}");
     // Its loss drove the generator: finite, and the generator moved.
     let stats = std::fs::read_to_string(run.join("stats.jsonl")).unwrap();
@@ -80,7 +80,7 @@ fn example_plugin_loads_registers_and_trains() {
         "--plugin",
         arg(&library),
         "--set",
-        r#"divergence=(plugin: "dmd", params: (p_maen: 0.0))"#,
+        r#"divergence=(plugin: "sds", params: (p_maen: 0.0))"#,
     ]);
     assert!(err.contains("divergence.params") && err.contains("p_maen"), "{err}");
 }
@@ -162,9 +162,9 @@ fn mismatched_or_missing_declarations_are_refused() {
 
 #[test]
 fn a_plugin_named_twice_is_an_error() {
-    let library = build_dmd_plugin();
+    let library = build_sds_plugin();
     let err = difi_err(&["plugins", "--plugin", arg(&library), "--plugin", arg(&library)]);
-    assert!(err.contains("`dmd` is registered twice"), "{err}");
+    assert!(err.contains("`sds` is registered twice"), "{err}");
 }
 
 #[test]

@@ -100,3 +100,44 @@ fn toy_distills_on_cuda_when_a_gpu_is_present() {
     }
     assert_quality(&distill_and_evaluate("toy-cuda", None, &["device=cuda"]));
 }
+
+/// Every divergence of the family, switched in with one `--set` of the whole
+/// component (its plugin's defaults, nothing else retuned), through `difi
+/// compare`: each meets the same bar at the end of the run.
+#[test]
+fn every_divergence_meets_the_bar_with_its_defaults() {
+    let out = scratch("toy-compare");
+    difi_ok(&[
+        "compare",
+        "configs/toy-gmm.ron",
+        "--divergences",
+        "ikl,sid,dmd,sim",
+        "--outdir",
+        arg(&out),
+        "--seed",
+        "7",
+        "--set",
+        "schedule.snapshot_ticks=30",
+    ]);
+    let text = std::fs::read_to_string(out.join("compare.json")).expect("compare.json");
+    let results: serde_json::Value = serde_json::from_str(&text).expect("compare.json parses");
+    let runs = results.as_array().expect("a list of runs");
+    assert_eq!(runs.len(), 4);
+    for run in runs {
+        let label = run["label"].as_str().expect("label");
+        assert!(run["error"].is_null(), "{label} failed: {}", run["error"]);
+        let last = run["points"].as_array().and_then(|p| p.last()).expect("a measured snapshot");
+        assert_eq!(last["kimg"].as_f64(), Some(3000.064), "{label} ran the whole budget");
+        let value = |name: &str| {
+            let values = last["values"].as_array().expect("values");
+            values.iter().find(|v| v[0] == name).and_then(|v| v[1].as_f64()).expect(name)
+        };
+        eprintln!("{label}: {last}");
+        assert!(value("max mode-share error %") <= 30.0, "{label}: {last}");
+        assert!(value("max spread error %") <= 40.0, "{label}: {last}");
+        assert!(value("energy excess %") <= 0.2, "{label}: {last}");
+    }
+    let table = std::fs::read_to_string(out.join("compare.md")).expect("compare.md");
+    assert_eq!(table.lines().count(), 2 + 4, "{table}");
+    assert!(out.join("compare.png").is_file());
+}

@@ -412,7 +412,7 @@ pub(crate) fn bytes(text: &str) -> Bytes {
 /// Exports a plugin library's declaration:
 ///
 /// ```text
-/// difi_core::export_plugin!(name: c"difi-plugin-dmd", divergences: [Dmd]);
+/// difi_core::export_plugin!(name: c"difi-plugin-sds", divergences: [Sds]);
 /// ```
 ///
 /// Each listed type implements [`ForeignDivergence`]. Build the crate as a

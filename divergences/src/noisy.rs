@@ -1,35 +1,114 @@
 //! The evaluation every divergence starts from: draw noise levels σ, form
 //! `x_t = x + σ ε`, and ask the teacher and the fake score for their
 //! denoised estimates `D_r(x_t; σ)` and `D_f(x_t; σ)`.
+//!
+//! Noise levels are written as the papers write them, for EDM's σ_data = 0.5,
+//! and scaled by the teacher's `σ_data / 0.5` by default, so a divergence's
+//! defaults carry over to data of another scale (the 2-D mixture has
+//! σ_data ≈ 2.8).
 
-use difi_core::draws::log_normal_sigma;
 use difi_core::error::{Error, Result, TorchContext};
 use difi_core::traits::{ScoreModel, broadcast_per_sample};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
-/// Noise levels with ln σ ~ N(p_mean, p_std²), EDM's training distribution.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-pub struct LogNormal {
-    /// Mean of ln σ.
-    pub p_mean: f64,
-    /// Standard deviation of ln σ.
-    pub p_std: f64,
+/// The σ_data that EDM's and the papers' noise-level parameters assume.
+pub const EDM_SIGMA_DATA: f64 = 0.5;
+
+/// How σ is drawn.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum NoiseLevels {
+    /// ln σ ~ N(p_mean, p_std²): EDM's training distribution (IKL, DMD, SIM).
+    LogNormal { p_mean: f64, p_std: f64 },
+    /// SiD's: t ~ U(0, t_max) and σ on EDM's sampling schedule
+    /// `(σ_max^{1/ρ} + (1 − t)(σ_min^{1/ρ} − σ_max^{1/ρ}))^ρ`, so t = 0 is
+    /// σ_min and t_max = 0.8 reaches σ ≈ 24.4 with EDM's σ_max = 80.
+    Schedule { sigma_min: f64, sigma_max: f64, rho: f64, t_max: f64 },
+    /// DMD2's: a grid of `steps` noise levels on the same schedule, from
+    /// σ_min (index 0) to σ_max (index steps − 1), and an index drawn
+    /// uniformly from `[first, last]`.
+    Grid { sigma_min: f64, sigma_max: f64, rho: f64, steps: i64, first: i64, last: i64 },
 }
 
-impl LogNormal {
-    /// Checks the parameters; `p_std` must be positive.
-    pub fn new(p_mean: f64, p_std: f64) -> Result<Self> {
-        if !(p_std > 0.0 && p_std.is_finite() && p_mean.is_finite()) {
-            return Err(Error::config("p_std", format!("must be positive (p_mean {p_mean}, p_std {p_std})")));
+impl NoiseLevels {
+    /// Checks the parameters; errors name the field.
+    pub fn validate(&self) -> Result<()> {
+        let positive = |key: &str, value: f64| -> Result<()> {
+            if value > 0.0 && value.is_finite() {
+                Ok(())
+            } else {
+                Err(Error::config(key, format!("must be a positive number, got {value}")))
+            }
+        };
+        match *self {
+            NoiseLevels::LogNormal { p_mean, p_std } => {
+                positive("p_std", p_std)?;
+                if !p_mean.is_finite() {
+                    return Err(Error::config("p_mean", "must be finite"));
+                }
+            }
+            NoiseLevels::Schedule { sigma_min, sigma_max, rho, t_max } => {
+                positive("sigma_min", sigma_min)?;
+                positive("sigma_max", sigma_max)?;
+                positive("rho", rho)?;
+                if sigma_max <= sigma_min {
+                    return Err(Error::config("sigma_max", "must exceed sigma_min"));
+                }
+                if !(t_max > 0.0 && t_max <= 1.0) {
+                    return Err(Error::config("t_max", format!("must lie in (0, 1], got {t_max}")));
+                }
+            }
+            NoiseLevels::Grid { sigma_min, sigma_max, rho, steps, first, last } => {
+                positive("sigma_min", sigma_min)?;
+                positive("sigma_max", sigma_max)?;
+                positive("rho", rho)?;
+                if sigma_max <= sigma_min || steps < 2 {
+                    return Err(Error::config("sigma_max", "the grid needs σ_max > σ_min and at least 2 steps"));
+                }
+                if !(0 <= first && first <= last && last < steps) {
+                    return Err(Error::config("min_step", format!("steps {first}..={last} do not lie in 0..{steps}")));
+                }
+            }
         }
-        Ok(LogNormal { p_mean, p_std })
+        Ok(())
     }
 
-    /// σ `[n]` on the device of `like`.
-    pub fn sample(&self, n: i64, like: &Tensor) -> Result<Tensor> {
-        log_normal_sigma(n, self.p_mean, self.p_std, like)
+    /// σ `[n]` (float32, on the device of `like`) for data of `sigma_data`
+    /// when `relative`, else as written.
+    pub fn sample(&self, n: i64, like: &Tensor, sigma_data: f64, relative: bool) -> Result<Tensor> {
+        let options = (Kind::Float, like.device());
+        let sigma = match *self {
+            NoiseLevels::LogNormal { p_mean, p_std } => {
+                (Tensor::f_randn([n], options).ctx("sample sigma")? * p_std + p_mean).f_exp().ctx("sample sigma")?
+            }
+            NoiseLevels::Schedule { sigma_min, sigma_max, rho, t_max } => {
+                let t = Tensor::f_rand([n], options).ctx("sample sigma")? * t_max;
+                let (lo, hi) = (sigma_min.powf(1.0 / rho), sigma_max.powf(1.0 / rho));
+                ((t.f_neg().ctx("sample sigma")? + 1.0) * (lo - hi) + hi)
+                    .f_pow_tensor_scalar(rho)
+                    .ctx("sample sigma")?
+            }
+            NoiseLevels::Grid { sigma_min, sigma_max, rho, steps, first, last } => {
+                let k =
+                    Tensor::f_randint_low(first, last + 1, [n], (Kind::Int64, like.device())).ctx("sample sigma")?;
+                let fraction = k.f_to_kind(Kind::Float).ctx("sample sigma")? / (steps - 1) as f64;
+                let (lo, hi) = (sigma_min.powf(1.0 / rho), sigma_max.powf(1.0 / rho));
+                (fraction * (hi - lo) + lo).f_pow_tensor_scalar(rho).ctx("sample sigma")?
+            }
+        };
+        Ok(if relative { sigma * (sigma_data / EDM_SIGMA_DATA) } else { sigma })
     }
+}
+
+/// Whether a divergence's noise levels follow the teacher's scale.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SigmaScale {
+    /// σ as written for σ_data = 0.5, times the teacher's σ_data / 0.5.
+    #[default]
+    Teacher,
+    /// σ exactly as written.
+    Absolute,
 }
 
 /// Both denoisers at one noisy version of a batch.
@@ -46,10 +125,11 @@ pub struct NoisyEvaluation {
     pub d_fake: Tensor,
 }
 
-/// Draws σ (first) and ε (second) from libtorch's generator, forms
-/// `x_t = x + σ ε` and evaluates both denoisers. `x` `[N, *shape]` may carry
-/// the generator's graph: gradients then flow through `x_t` into both
-/// estimates (SiD); detach it or call under `no_grad` when they must not (IKL).
+/// Draws σ (first, as `noise` and `scale` say) and ε (second) from
+/// libtorch's generator, forms `x_t = x + σ ε` and evaluates both
+/// denoisers. `x` `[N, *shape]` may carry the generator's graph: gradients
+/// then flow through `x_t` into both estimates (SiD); detach it or call
+/// under `no_grad` when they must not (IKL).
 ///
 /// Both denoisers see the same random stream (libtorch's generator is
 /// reseeded identically before each), so networks run in train mode get the
@@ -60,10 +140,11 @@ pub fn evaluate_noisy(
     labels: Option<&Tensor>,
     teacher: &dyn ScoreModel,
     fake: &dyn ScoreModel,
-    noise: &LogNormal,
+    noise: &NoiseLevels,
+    scale: SigmaScale,
 ) -> Result<NoisyEvaluation> {
     let n = x.size().first().copied().unwrap_or(0);
-    let sigma = noise.sample(n, x)?;
+    let sigma = noise.sample(n, x, teacher.sigma_data(), scale == SigmaScale::Teacher)?;
     let sigma_b = broadcast_per_sample(&sigma, x.dim())?;
     let x_t = x + x.f_randn_like().ctx("noise")? * &sigma_b;
     let stream = Tensor::f_randint(i64::MAX, [1], (Kind::Int64, Device::Cpu)).ctx("dropout stream")?.int64_value(&[0]);
@@ -72,4 +153,51 @@ pub fn evaluate_noisy(
     tch::manual_seed(stream);
     let d_fake = fake.denoise(&x_t, &sigma, labels)?;
     Ok(NoisyEvaluation { sigma, sigma_b, x_t, d_real, d_fake })
+}
+
+/// Per-sample mean of `|values|` over all but the first dimension, shaped
+/// `[N, 1, …, 1]`, detached and at least `floor`: the normaliser of SiD and DMD.
+pub fn per_sample_mean_abs(values: &Tensor, floor: f64) -> Result<Tensor> {
+    let dims: Vec<i64> = (1..values.dim() as i64).collect();
+    values
+        .detach()
+        .f_abs()
+        .ctx("normaliser")?
+        .f_mean_dim(dims.as_slice(), true, values.kind())
+        .ctx("normaliser")?
+        .f_clamp_min(floor)
+        .ctx("normaliser")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_grid_spans_dmd2s_range() {
+        let _rng = crate::TEST_RNG.lock().unwrap_or_else(|e| e.into_inner());
+        let noise =
+            NoiseLevels::Grid { sigma_min: 0.002, sigma_max: 80.0, rho: 7.0, steps: 1000, first: 20, last: 980 };
+        noise.validate().unwrap();
+        let like = Tensor::zeros([1], (Kind::Float, Device::Cpu));
+        let sigma = noise.sample(50000, &like, 0.5, true).unwrap();
+        let (lo, hi) = (sigma.min().double_value(&[]), sigma.max().double_value(&[]));
+        // Index 20 and 980 of DMD2's 1000-step grid.
+        assert!((lo - 0.003232).abs() < 1e-5 && (hi - 72.05).abs() < 0.01, "{lo}..{hi}");
+    }
+
+    #[test]
+    fn the_schedule_spans_sids_range_and_scales_with_the_data() {
+        let _rng = crate::TEST_RNG.lock().unwrap_or_else(|e| e.into_inner());
+        let noise = NoiseLevels::Schedule { sigma_min: 0.002, sigma_max: 80.0, rho: 7.0, t_max: 0.8 };
+        noise.validate().unwrap();
+        let like = Tensor::zeros([1], (Kind::Float, Device::Cpu));
+        let sigma = noise.sample(20000, &like, 0.5, true).unwrap();
+        let (lo, hi) = (sigma.min().double_value(&[]), sigma.max().double_value(&[]));
+        assert!((0.002..0.01).contains(&lo) && (20.0..24.42).contains(&hi), "{lo}..{hi}");
+        let scaled = noise.sample(20000, &like, 2.0, true).unwrap().max().double_value(&[]);
+        assert!((80.0..97.7).contains(&scaled), "{scaled}");
+        let err = NoiseLevels::Schedule { sigma_min: 0.002, sigma_max: 80.0, rho: 7.0, t_max: 1.5 }.validate();
+        assert!(err.unwrap_err().to_string().contains("t_max"));
+    }
 }

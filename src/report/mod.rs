@@ -1,5 +1,6 @@
-//! Line charts as PNG, for `difi report`: one panel per series, a title,
-//! the value range on the y axis and kimg on the x axis. Labels are drawn
+//! Line charts as PNG, for `difi report` and `difi compare`: stacked panels
+//! of one or several lines, a title (and a legend), the value range on the y
+//! axis and kimg on the x axis. Labels are drawn
 //! with a 6×11 bitmap font rendered from DejaVu Sans Mono
 //! (`scripts/make-font-atlas.py`).
 
@@ -141,23 +142,58 @@ const RIGHT: i64 = 16;
 const TOP: i64 = 22;
 const BOTTOM: i64 = 22;
 
+/// Line colours, in order (distinguishable in colour-blind palettes: Okabe–Ito).
+const PALETTE: [[u8; 3]; 6] =
+    [[0, 114, 178], [213, 94, 0], [0, 158, 115], [204, 121, 167], [230, 159, 0], [86, 180, 233]];
+
+/// One chart: several labelled lines over a shared x axis.
+pub struct Panel {
+    pub title: String,
+    pub lines: Vec<Series>,
+}
+
 /// Draws every series in its own panel, stacked, with `x_label` under each
 /// x axis, and writes the PNG to `path` (through a temporary file).
 pub fn draw(series: &[Series], x_label: &str, path: &Path) -> Result<()> {
-    let mut canvas = Canvas::new(WIDTH, PANEL_HEIGHT * series.len().max(1))?;
-    for (index, s) in series.iter().enumerate() {
+    let panels: Vec<Panel> = series
+        .iter()
+        .map(|s| Panel {
+            title: s.title.clone(),
+            lines: vec![Series { title: String::new(), points: s.points.clone(), markers: s.markers }],
+        })
+        .collect();
+    draw_panels(&panels, x_label, path)
+}
+
+/// Draws each panel with all its lines in one plot (a colour per line, named
+/// in a legend beside the title), stacked, and writes the PNG to `path`.
+pub fn draw_panels(panels: &[Panel], x_label: &str, path: &Path) -> Result<()> {
+    let mut canvas = Canvas::new(WIDTH, PANEL_HEIGHT * panels.len().max(1))?;
+    for (index, panel) in panels.iter().enumerate() {
         let top = (index * PANEL_HEIGHT) as i64;
         let (x0, x1) = (LEFT, WIDTH as i64 - RIGHT);
         let (y0, y1) = (top + TOP, top + PANEL_HEIGHT as i64 - BOTTOM);
-        canvas.text(LEFT, top + 6, &s.title, INK);
-        let finite: Vec<(f64, f64)> =
-            s.points.iter().copied().filter(|(x, y)| x.is_finite() && y.is_finite()).collect();
+        canvas.text(LEFT, top + 6, &panel.title, INK);
+        let mut legend_x = LEFT + ((panel.title.len() + 3) * CELL_W) as i64;
+        for (k, line) in panel.lines.iter().enumerate().filter(|(_, l)| !l.title.is_empty()) {
+            let color = PALETTE[k % PALETTE.len()];
+            canvas.line((legend_x, top + 11), (legend_x + 12, top + 11), color);
+            canvas.line((legend_x, top + 12), (legend_x + 12, top + 12), color);
+            canvas.text(legend_x + 16, top + 6, &line.title, color);
+            legend_x += ((line.title.len() + 4) * CELL_W) as i64;
+        }
         for k in 0..=4 {
             let y = y0 + (y1 - y0) * k / 4;
             canvas.line((x0, y), (x1, y), GRID);
         }
         canvas.line((x0, y0), (x0, y1), INK);
         canvas.line((x0, y1), (x1, y1), INK);
+        let finite: Vec<(f64, f64)> = panel
+            .lines
+            .iter()
+            .flat_map(|l| l.points.iter().copied())
+            .filter(|(x, y)| x.is_finite() && y.is_finite())
+            .collect();
         if finite.is_empty() {
             canvas.text(x0 + 8, (y0 + y1) / 2, "no finite values", INK);
             continue;
@@ -181,14 +217,22 @@ pub fn draw(series: &[Series], x_label: &str, path: &Path) -> Result<()> {
         let right = label(xmax);
         canvas.text(x1 - (right.len() * CELL_W) as i64, y1 + 4, &right, INK);
         canvas.text((x0 + x1) / 2 - (x_label.len() * CELL_W / 2) as i64, y1 + 4, x_label, INK);
-        let points: Vec<(i64, i64)> = finite.iter().map(|(x, y)| (px(*x), py(*y))).collect();
-        for pair in points.windows(2) {
-            canvas.line(pair[0], pair[1], LINE);
-        }
-        if s.markers || points.len() == 1 {
-            for &(x, y) in &points {
-                for (dx, dy) in [(-1, -1), (-1, 1), (1, -1), (1, 1), (0, 0), (-2, 0), (2, 0), (0, -2), (0, 2)] {
-                    canvas.set(x + dx, y + dy, LINE);
+        for (k, line) in panel.lines.iter().enumerate() {
+            let color = if panel.lines.len() == 1 { LINE } else { PALETTE[k % PALETTE.len()] };
+            let points: Vec<(i64, i64)> = line
+                .points
+                .iter()
+                .filter(|(x, y)| x.is_finite() && y.is_finite())
+                .map(|(x, y)| (px(*x), py(*y)))
+                .collect();
+            for pair in points.windows(2) {
+                canvas.line(pair[0], pair[1], color);
+            }
+            if line.markers || points.len() == 1 {
+                for &(x, y) in &points {
+                    for (dx, dy) in [(-1, -1), (-1, 1), (1, -1), (1, 1), (0, 0), (-2, 0), (2, 0), (0, -2), (0, 2)] {
+                        canvas.set(x + dx, y + dy, color);
+                    }
                 }
             }
         }
@@ -221,6 +265,8 @@ mod tests {
             Series { title: "empty".into(), points: vec![(0.0, f64::NAN)], markers: true },
         ];
         draw(&series, "kimg", &path).unwrap();
+        let together = Panel { title: "together".into(), lines: series.into_iter().collect() };
+        draw_panels(&[together], "kimg", &dir.join("together.png")).unwrap();
         let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&path).unwrap()));
         let reader = decoder.read_info().unwrap();
         assert_eq!((reader.info().width as usize, reader.info().height as usize), (WIDTH, 3 * PANEL_HEIGHT));

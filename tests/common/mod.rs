@@ -71,15 +71,15 @@ pub fn latest_snapshot(run: &Path) -> PathBuf {
 }
 
 /// Builds the example runtime plugin and returns the path of its library.
-pub fn build_dmd_plugin() -> PathBuf {
+pub fn build_sds_plugin() -> PathBuf {
     let status = Command::new(env!("CARGO"))
         .current_dir(root())
-        .args(["build", "--quiet", "-p", "difi-plugin-dmd"])
+        .args(["build", "--quiet", "-p", "difi-plugin-sds"])
         .status()
         .expect("run cargo");
     assert!(status.success(), "building the example plugin failed");
     let target = std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| root().join("target"));
-    let lib = target.join("debug").join("libdifi_plugin_dmd.so");
+    let lib = target.join("debug").join("libdifi_plugin_sds.so");
     assert!(lib.is_file(), "{} was not built", lib.display());
     lib
 }

@@ -5,7 +5,7 @@
 
 use difi_core::registry::Registry;
 use difi_core::traits::ScoreModel;
-use difi_divergences::noisy::{LogNormal, evaluate_noisy};
+use difi_divergences::noisy::{NoiseLevels, SigmaScale, evaluate_noisy};
 use difi_zoo::edm::config::EdmNetworkArgs;
 use difi_zoo::edm::network::{EdmNetwork, Precision};
 use tch::{Device, Kind, Tensor};
@@ -44,8 +44,8 @@ fn teacher_and_fake_score_see_the_same_dropout_masks() {
     let b = teacher.denoise(&x, &sigma, None).unwrap();
     assert!((&a - &b).abs().max().double_value(&[]) > 1e-4);
 
-    let noise = LogNormal::new(-1.2, 1.2).unwrap();
-    let evaluation = tch::no_grad(|| evaluate_noisy(&x, None, &teacher, &fake, &noise)).unwrap();
+    let noise = NoiseLevels::LogNormal { p_mean: -1.2, p_std: 1.2 };
+    let evaluation = tch::no_grad(|| evaluate_noisy(&x, None, &teacher, &fake, &noise, SigmaScale::Teacher)).unwrap();
     let difference = (evaluation.d_fake - evaluation.d_real).abs().max().double_value(&[]);
     assert_eq!(difference, 0.0);
 }
