@@ -22,7 +22,7 @@ use crate::noisy::{NoiseLevels, SigmaScale, evaluate_noisy, per_sample_mean_abs}
 /// Parameters of `sid`: the paper's CIFAR-10 settings except α.
 ///
 /// α defaults to 0.5, inside the range [0, 1] of SiD's derivation: measured
-/// on difi's 2-D mixtures, the paper's 1.2 diverges and 0.8 to 1.0 widen
+/// on difi's 8-mode mixture, the paper's 1.2 diverges and 0.8 to 1.0 widen
 /// every mode by 60–150%, while 0.5 meets the same bar as the other
 /// divergences (docs/divergences.md). Configs for the paper's image runs set
 /// `alpha: 1.2` themselves.

@@ -290,6 +290,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         .iter()
         .map(|measure| Panel {
             title: measure.clone(),
+            log_y: spans_decades(&results, measure),
             lines: results
                 .iter()
                 .map(|r| Series {
@@ -309,6 +310,16 @@ pub fn run(args: Args) -> Result<ExitCode> {
     print!("{markdown}");
     eprintln!("table {}, chart {}, data {}", table_path.display(), chart_path.display(), json_path.display());
     Ok(ExitCode::SUCCESS)
+}
+
+/// Whether a measure's positive values span more than two decades across the
+/// runs (a diverged run next to converged ones): then it is drawn on a log axis.
+fn spans_decades(results: &[Outcomes], measure: &str) -> bool {
+    let values = results.iter().flat_map(|r| &r.points).flat_map(|p| &p.values);
+    let positive: Vec<f64> =
+        values.filter(|(n, v)| n == measure && *v > 0.0 && v.is_finite()).map(|(_, v)| *v).collect();
+    let (lo, hi) = positive.iter().fold((f64::MAX, 0.0f64), |(lo, hi), v| (lo.min(*v), hi.max(*v)));
+    !positive.is_empty() && hi / lo > 100.0
 }
 
 /// Every divergence must resolve before the first run starts, so a typo in

@@ -142,14 +142,25 @@ const RIGHT: i64 = 16;
 const TOP: i64 = 22;
 const BOTTOM: i64 = 22;
 
-/// Line colours, in order (distinguishable in colour-blind palettes: Okabe–Ito).
-const PALETTE: [[u8; 3]; 6] =
-    [[0, 114, 178], [213, 94, 0], [0, 158, 115], [204, 121, 167], [230, 159, 0], [86, 180, 233]];
+/// Line colours, in order (Okabe–Ito, distinguishable with colour blindness).
+const PALETTE: [[u8; 3]; 8] = [
+    [0, 114, 178],
+    [213, 94, 0],
+    [0, 158, 115],
+    [204, 121, 167],
+    [230, 159, 0],
+    [86, 180, 233],
+    [0, 0, 0],
+    [150, 150, 150],
+];
 
 /// One chart: several labelled lines over a shared x axis.
 pub struct Panel {
     pub title: String,
     pub lines: Vec<Series>,
+    /// A logarithmic y axis (non-positive values are left out), for
+    /// measures that span orders of magnitude across lines.
+    pub log_y: bool,
 }
 
 /// Draws every series in its own panel, stacked, with `x_label` under each
@@ -160,6 +171,7 @@ pub fn draw(series: &[Series], x_label: &str, path: &Path) -> Result<()> {
         .map(|s| Panel {
             title: s.title.clone(),
             lines: vec![Series { title: String::new(), points: s.points.clone(), markers: s.markers }],
+            log_y: false,
         })
         .collect();
     draw_panels(&panels, x_label, path)
@@ -188,12 +200,12 @@ pub fn draw_panels(panels: &[Panel], x_label: &str, path: &Path) -> Result<()> {
         }
         canvas.line((x0, y0), (x0, y1), INK);
         canvas.line((x0, y1), (x1, y1), INK);
-        let finite: Vec<(f64, f64)> = panel
-            .lines
-            .iter()
-            .flat_map(|l| l.points.iter().copied())
-            .filter(|(x, y)| x.is_finite() && y.is_finite())
-            .collect();
+        let scale = |y: f64| if panel.log_y { y.log10() } else { y };
+        let unscale = |y: f64| if panel.log_y { 10f64.powf(y) } else { y };
+        let plotted = |line: &Series| -> Vec<(f64, f64)> {
+            line.points.iter().map(|&(x, y)| (x, scale(y))).filter(|(x, y)| x.is_finite() && y.is_finite()).collect()
+        };
+        let finite: Vec<(f64, f64)> = panel.lines.iter().flat_map(plotted).collect();
         if finite.is_empty() {
             canvas.text(x0 + 8, (y0 + y1) / 2, "no finite values", INK);
             continue;
@@ -211,20 +223,23 @@ pub fn draw_panels(panels: &[Panel], x_label: &str, path: &Path) -> Result<()> {
         }
         let px = |x: f64| x0 + ((x - xmin) / (xmax - xmin) * (x1 - x0) as f64).round() as i64;
         let py = |y: f64| y1 - ((y - ymin) / (ymax - ymin) * (y1 - y0) as f64).round() as i64;
-        canvas.text(2, y0 - 4, &label(ymax), INK);
-        canvas.text(2, y1 - 8, &label(ymin), INK);
+        if panel.log_y {
+            for k in 0..=4 {
+                let y = y0 + (y1 - y0) * k / 4;
+                let value = unscale(ymax - (ymax - ymin) * k as f64 / 4.0);
+                canvas.text(2, (y - 5).clamp(y0 - 4, y1 - 8), &label(value), INK);
+            }
+        } else {
+            canvas.text(2, y0 - 4, &label(unscale(ymax)), INK);
+            canvas.text(2, y1 - 8, &label(unscale(ymin)), INK);
+        }
         canvas.text(x0, y1 + 4, &label(xmin), INK);
         let right = label(xmax);
         canvas.text(x1 - (right.len() * CELL_W) as i64, y1 + 4, &right, INK);
         canvas.text((x0 + x1) / 2 - (x_label.len() * CELL_W / 2) as i64, y1 + 4, x_label, INK);
         for (k, line) in panel.lines.iter().enumerate() {
             let color = if panel.lines.len() == 1 { LINE } else { PALETTE[k % PALETTE.len()] };
-            let points: Vec<(i64, i64)> = line
-                .points
-                .iter()
-                .filter(|(x, y)| x.is_finite() && y.is_finite())
-                .map(|(x, y)| (px(*x), py(*y)))
-                .collect();
+            let points: Vec<(i64, i64)> = plotted(line).iter().map(|(x, y)| (px(*x), py(*y))).collect();
             for pair in points.windows(2) {
                 canvas.line(pair[0], pair[1], color);
             }
@@ -265,7 +280,7 @@ mod tests {
             Series { title: "empty".into(), points: vec![(0.0, f64::NAN)], markers: true },
         ];
         draw(&series, "kimg", &path).unwrap();
-        let together = Panel { title: "together".into(), lines: series.into_iter().collect() };
+        let together = Panel { title: "together".into(), lines: series.into_iter().collect(), log_y: true };
         draw_panels(&[together], "kimg", &dir.join("together.png")).unwrap();
         let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&path).unwrap()));
         let reader = decoder.read_info().unwrap();
