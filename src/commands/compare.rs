@@ -6,10 +6,12 @@
 //! Quality is what the teacher allows: against an exact (`gmm`) teacher, the
 //! energy-distance excess and the largest mode-share error of every snapshot
 //! (as `difi evaluate` measures them); against an image teacher, the metrics
-//! the config computes at snapshots (`run.metrics`, e.g. proxy-FID).
+//! the config computes at snapshots (`metrics.list`, e.g. proxy-FID).
 //!
 //! Runs live in `DIR/LABEL`; running the same command again continues
-//! unfinished runs and skips finished ones, so Ctrl-C loses nothing.
+//! unfinished runs and skips finished ones, so Ctrl-C loses nothing. A run
+//! already in `DIR` is taken as recorded: changed `--set` values apply to
+//! new runs only.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -238,8 +240,8 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let exact: Option<GmmParams> = match base.algorithm.teacher.plugin.as_deref() {
         Some("gmm") => Some(decode_params(&base.algorithm.teacher.params)?),
         _ if base.run.metrics.list.is_empty() => bail!(
-            "{}: an image teacher is compared by the metrics computed at snapshots; the config has none \
-             (set run.metrics, e.g. --set 'metrics.list=[\"fid2k_full\"]')",
+            "{}: an image teacher is compared by the metrics computed at snapshots; the config lists none \
+             (metrics.list, e.g. --set 'metrics.list=[\"fid2k_full\"]')",
             args.config.display()
         ),
         _ => None,
