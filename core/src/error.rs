@@ -70,6 +70,16 @@ impl Error {
         Error::Config { key: key.into(), message: message.into() }
     }
 
+    /// `Ok` when `value` is a finite number above zero, else a config error
+    /// at `key` that shows the value.
+    pub fn ensure_positive(key: &str, value: f64) -> Result<()> {
+        if value > 0.0 && value.is_finite() {
+            Ok(())
+        } else {
+            Err(Error::config(key, format!("must be a positive number, got {value}")))
+        }
+    }
+
     /// An I/O error on `path`.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io { path: path.into(), source }

@@ -17,7 +17,7 @@ use difi_core::traits::{Divergence, ScoreModel};
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
-use crate::noisy::{NoiseLevels, SigmaScale, evaluate_noisy};
+use crate::noisy::{NoiseLevels, SigmaScale, evaluate_noisy, per_sample_mean_abs};
 
 /// Parameters of `dmd`, DMD2's defaults.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -85,12 +85,9 @@ impl Divergence for Dmd {
         let target = tch::no_grad(|| -> Result<Tensor> {
             let x = x_g.detach();
             let noisy = evaluate_noisy(&x, labels, teacher, fake, &self.noise, self.sigma_scale)?;
-            let normaliser = (&x - &noisy.d_real).f_abs().ctx("dmd")?.f_mean_dim(
-                (1..x.dim() as i64).collect::<Vec<_>>().as_slice(),
-                true,
-                x.kind(),
-            );
-            let mut grad = (noisy.d_fake - noisy.d_real) / normaliser.ctx("dmd")?;
+            // DMD2 divides without a floor (a zero normaliser is mended by nan_to_num below).
+            let normaliser = per_sample_mean_abs(&(&x - &noisy.d_real), 0.0)?;
+            let mut grad = (noisy.d_fake - noisy.d_real) / normaliser;
             let _ = grad.f_nan_to_num_(0.0, None, None).ctx("dmd")?;
             Ok(x - grad)
         })?;

@@ -33,13 +33,7 @@ pub enum NoiseLevels {
 impl NoiseLevels {
     /// Checks the parameters; errors name the field.
     pub fn validate(&self) -> Result<()> {
-        let positive = |key: &str, value: f64| -> Result<()> {
-            if value > 0.0 && value.is_finite() {
-                Ok(())
-            } else {
-                Err(Error::config(key, format!("must be a positive number, got {value}")))
-            }
-        };
+        let positive = Error::ensure_positive;
         match *self {
             NoiseLevels::LogNormal { p_mean, p_std } => {
                 positive("p_std", p_std)?;

@@ -83,9 +83,7 @@ impl Sim {
             t_max: params.t_max,
         };
         noise.validate()?;
-        if !(params.c > 0.0 && params.c.is_finite()) {
-            return Err(Error::config("c", format!("must be a positive number, got {}", params.c)));
-        }
+        Error::ensure_positive("c", params.c)?;
         Ok(Sim { distance: params.distance, c: params.c, noise, sigma_scale: params.sigma_scale })
     }
 }

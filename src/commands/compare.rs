@@ -109,12 +109,16 @@ fn entries(args: &Args) -> Result<Vec<Entry>> {
     Ok(entries)
 }
 
-/// The recorded progress of a run directory, if it has a snapshot.
-fn progress(dir: &Path) -> Result<Option<TrainState>> {
-    let Some(snapshot) = RunDir::open(dir)?.latest_snapshot()? else { return Ok(None) };
+/// Where training stood when `snapshot` was written.
+fn state_of(snapshot: &Path) -> Result<TrainState> {
     let path = snapshot.join(STATE_FILE);
     let text = std::fs::read_to_string(&path).with_context(|| path.display().to_string())?;
-    Ok(Some(serde_json::from_str(&text).with_context(|| path.display().to_string())?))
+    serde_json::from_str(&text).with_context(|| path.display().to_string())
+}
+
+/// The recorded progress of a run directory, if it has a snapshot.
+fn progress(dir: &Path) -> Result<Option<TrainState>> {
+    RunDir::open(dir)?.latest_snapshot()?.map(|snapshot| state_of(&snapshot)).transpose()
 }
 
 /// Trains (or continues) one run; `Ok(None)` when Ctrl-C stopped it.
@@ -155,9 +159,7 @@ fn gmm_points(dir: &Path, params: &GmmParams, args: &Args) -> Result<Vec<Point>>
     let gmm = Gmm::new(params, tch::Device::Cpu)?;
     let mut points = Vec::new();
     for snapshot in RunDir::open(dir)?.snapshots()? {
-        let state: TrainState = serde_json::from_str(
-            &std::fs::read_to_string(snapshot.join(STATE_FILE)).with_context(|| snapshot.display().to_string())?,
-        )?;
+        let state = state_of(&snapshot)?;
         let loaded = RunGenerator::load(dir, Some(&snapshot), false, None, None, &source)?;
         let (samples, _) = generate_samples(loaded.generator.as_ref(), args.n, 1000, args.seed, loaded.device)?;
         tch::manual_seed(derive_seed(args.seed, RngStream::Sampling, u64::MAX));
@@ -199,6 +201,14 @@ fn recorded_points(dir: &Path) -> Result<Vec<Point>> {
     Ok(points)
 }
 
+impl Outcomes {
+    /// `(kimg, value)` of `measure` at every snapshot that has it.
+    fn series(&self, measure: &str) -> Vec<(f64, f64)> {
+        let value_at = |p: &Point| p.values.iter().find(|(name, _)| name == measure).map(|(_, v)| (p.kimg, *v));
+        self.points.iter().filter_map(value_at).collect()
+    }
+}
+
 /// The markdown table: per run, the last and best value of each measure.
 fn table(results: &[Outcomes], measures: &[String]) -> String {
     let mut out = String::from("| run | divergence | seconds | kimg |");
@@ -213,11 +223,7 @@ fn table(results: &[Outcomes], measures: &[String]) -> String {
         let kimg = result.points.last().map_or("—".into(), |p| format!("{}", p.kimg));
         out += &format!("| {} | `{}` | {seconds} | {kimg} |", result.label, result.divergence);
         for measure in measures {
-            let series: Vec<f64> = result
-                .points
-                .iter()
-                .filter_map(|p| p.values.iter().find(|(name, _)| name == measure).map(|(_, v)| *v))
-                .collect();
+            let series: Vec<f64> = result.series(measure).into_iter().map(|(_, v)| v).collect();
             let last = series.last().map_or("—".into(), |v| format!("{v:.4}"));
             let best = series.iter().copied().filter(|v| v.is_finite()).reduce(f64::min);
             out += &format!(" {last} | {} |", best.map_or("—".into(), |v| format!("{v:.4}")));
@@ -295,15 +301,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
             log_y: spans_decades(&results, measure),
             lines: results
                 .iter()
-                .map(|r| Series {
-                    title: r.label.clone(),
-                    points: r
-                        .points
-                        .iter()
-                        .filter_map(|p| p.values.iter().find(|(n, _)| n == measure).map(|(_, v)| (p.kimg, *v)))
-                        .collect(),
-                    markers: true,
-                })
+                .map(|r| Series { title: r.label.clone(), points: r.series(measure), markers: true })
                 .collect(),
         })
         .collect();

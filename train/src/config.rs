@@ -324,9 +324,7 @@ impl<A: Algorithm> RunConfig<A> {
             ("schedule.batch_size", s.batch_size as f64),
         ];
         for (key, value) in positive {
-            if !(value > 0.0 && value.is_finite()) {
-                return Err(Error::config(key, format!("must be a positive number, got {value}")));
-            }
+            Error::ensure_positive(key, value)?;
         }
         if s.ema_halflife_kimg.is_nan() || s.ema_halflife_kimg < 0.0 {
             return Err(Error::config("schedule.ema_halflife_kimg", "must not be negative"));

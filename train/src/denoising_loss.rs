@@ -62,13 +62,7 @@ impl Default for DenoisingLoss {
 impl DenoisingLoss {
     /// Checks the parameters of its kind; errors name the field.
     pub fn validate(&self) -> Result<()> {
-        let positive = |key: &str, value: f64| -> Result<()> {
-            if value > 0.0 && value.is_finite() {
-                Ok(())
-            } else {
-                Err(Error::config(key, format!("must be a positive number, got {value}")))
-            }
-        };
+        let positive = Error::ensure_positive;
         match self.kind {
             LossKind::Edm => {
                 positive("p_std", self.p_std)?;

@@ -55,9 +55,7 @@ impl Default for AdamConfig {
 impl AdamConfig {
     /// Checks the settings; errors name the field.
     pub fn validate(&self) -> Result<()> {
-        if !(self.lr > 0.0 && self.lr.is_finite()) {
-            return Err(Error::config("lr", format!("must be a positive number, got {}", self.lr)));
-        }
+        Error::ensure_positive("lr", self.lr)?;
         let (b1, b2) = self.betas;
         if !((0.0..1.0).contains(&b1) && (0.0..1.0).contains(&b2)) {
             return Err(Error::config("betas", "each beta must lie in [0, 1)"));
