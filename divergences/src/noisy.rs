@@ -7,6 +7,7 @@
 //! defaults carry over to data of another scale (the 2-D mixture has
 //! σ_data ≈ 2.8).
 
+use difi_core::draws::log_normal_sigma;
 use difi_core::error::{Error, Result, TorchContext};
 use difi_core::traits::{ScoreModel, broadcast_per_sample};
 use serde::{Deserialize, Serialize};
@@ -72,9 +73,7 @@ impl NoiseLevels {
     pub fn sample(&self, n: i64, like: &Tensor, sigma_data: f64, relative: bool) -> Result<Tensor> {
         let options = (Kind::Float, like.device());
         let sigma = match *self {
-            NoiseLevels::LogNormal { p_mean, p_std } => {
-                (Tensor::f_randn([n], options).ctx("sample sigma")? * p_std + p_mean).f_exp().ctx("sample sigma")?
-            }
+            NoiseLevels::LogNormal { p_mean, p_std } => log_normal_sigma(n, p_mean, p_std, like)?,
             NoiseLevels::Schedule { sigma_min, sigma_max, rho, t_max } => {
                 let t = Tensor::f_rand([n], options).ctx("sample sigma")? * t_max;
                 let (lo, hi) = (sigma_min.powf(1.0 / rho), sigma_max.powf(1.0 / rho));
