@@ -1,6 +1,7 @@
 //! `difi`: distill diffusion models into one-step generators without data.
 
 mod commands;
+mod error_chain;
 mod logging;
 mod report;
 
@@ -94,7 +95,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", error_chain::one_line(&err));
             ExitCode::FAILURE
         }
     }

@@ -171,3 +171,61 @@ fn an_edm_teacher_distills_into_a_generator_initialised_from_it() {
     difi_ok(&["sample", "--run", arg(&run), "--n", "3", "--out", arg(&samples)]);
     assert_eq!(tch::Tensor::read_npy(&samples).unwrap().size(), vec![3, 3, 16, 16]);
 }
+
+/// `difi ARGS…` under a 4 GB address-space limit, as the hostile-input bar asks.
+fn difi_bounded(args: &[&str]) -> std::process::Output {
+    Command::new("bash")
+        .current_dir(root())
+        .env("OMP_NUM_THREADS", "1")
+        .args(["-c", "ulimit -v 4000000; exec \"$@\"", "bounded", env!("CARGO_BIN_EXE_difi"), "--log", "warn"])
+        .args(args)
+        .output()
+        .expect("run difi")
+}
+
+#[test]
+fn a_teacher_whose_metadata_describes_a_huge_network_is_refused_before_it_is_built() {
+    let dir = scratch("edm-hostile-teacher");
+    let mut metadata = weights::read_metadata(&fixture("ddpmpp-uncond-edm.safetensors")).unwrap();
+    let mut kwargs: serde_json::Value = serde_json::from_str(&metadata["kwargs"]).unwrap();
+    assert!(kwargs.get("model_channels").is_some(), "{kwargs}");
+    kwargs["model_channels"] = 2048.into();
+    kwargs["channel_mult"] = serde_json::json!([1, 2, 4, 8]);
+    kwargs["num_blocks"] = 8.into();
+    metadata.insert("kwargs".into(), kwargs.to_string());
+    let file = dir.join("huge.safetensors");
+    let tiny = tch::Tensor::zeros([4], (tch::Kind::Float, Device::Cpu));
+    weights::save(&file, &[("model.map_layer0.weight".to_string(), tiny)], &metadata).unwrap();
+    let config = dir.join("teacher.ron");
+    std::fs::write(&config, r#"(version: 1, teacher: (plugin: "edm", params: (checkpoint: "huge.safetensors")))"#)
+        .unwrap();
+
+    let out = difi_bounded(&["sample", "--teacher", arg(&config), "--n", "1", "--out", arg(&dir.join("x.png"))]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("huge.safetensors") && err.contains("holds 4 network values"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+}
+
+#[test]
+fn convert_refuses_a_network_with_missing_tensors() {
+    let dir = scratch("edm-convert-missing");
+    let reference = fixture("ddpmpp-uncond-edm.safetensors");
+    let file = weights::load(&reference).unwrap();
+    let metadata = weights::read_metadata(&reference).unwrap();
+    let mut tensors: Vec<(String, tch::Tensor)> = file.into_map().into_iter().collect();
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    let dropped = "model.map_layer1.bias";
+    let before = tensors.len();
+    tensors.retain(|(name, _)| name != dropped);
+    assert_eq!(tensors.len() + 1, before, "the fixture has {dropped}");
+    let incomplete = dir.join("incomplete.safetensors");
+    weights::save(&incomplete, &tensors, &metadata).unwrap();
+    let pickle = dir.join("incomplete.pkl");
+    make_pickle(&incomplete, &pickle);
+
+    let out = dir.join("out.safetensors");
+    let err = difi_err(&["convert", "edm", arg(&pickle), arg(&out)]);
+    assert!(err.contains("incomplete.pkl") && err.contains("map_layer1.bias"), "{err}");
+    assert!(!out.exists() && !out.with_extension("teacher.ron").exists(), "nothing written for a refused network");
+}

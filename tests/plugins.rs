@@ -154,10 +154,39 @@ fn mismatched_or_missing_declarations_are_refused() {
     let not_a_library = dir.join("notes.txt");
     std::fs::write(&not_a_library, "hello").unwrap();
     let err = difi_err(&["plugins", "--plugin", arg(&not_a_library)]);
-    assert!(err.contains("cannot load"), "{err}");
+    assert!(err.contains("notes.txt") && err.contains("no ELF header"), "{err}");
 
     let err = difi_err(&["plugins", "--plugin", "no/such/lib.so"]);
     assert!(err.contains("no/such/lib.so") && err.contains("no such file"), "{err}");
+    let err = difi_err(&["plugins", "--plugin", arg(&dir)]);
+    assert!(err.contains("is a directory"), "{err}");
+}
+
+#[test]
+fn broken_libraries_are_refused_before_loading_with_the_loader_s_reason() {
+    let dir = scratch("plugin-broken");
+    let source = dir.join("needs.c");
+    std::fs::write(
+        &source,
+        "extern int difi_test_missing_value;\nint read_it(void) { return difi_test_missing_value; }\n",
+    )
+    .unwrap();
+    let library = dir.join("libneeds.so");
+    assert!(
+        Command::new("cc").args(["-shared", "-fPIC", "-o", arg(&library), arg(&source)]).status().unwrap().success()
+    );
+    let err = difi_err(&["plugins", "--plugin", arg(&library)]);
+    assert!(err.contains("cannot load") && err.contains("difi_test_missing_value"), "dlopen's reason: {err}");
+
+    // A truncated library would fault (SIGBUS) inside dlopen; it must be an error instead.
+    let bytes = std::fs::read(&library).unwrap();
+    let truncated = dir.join("libtruncated.so");
+    std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+    let out = common::difi(&["plugins", "--plugin", arg(&truncated)]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("libtruncated.so") && err.contains("truncated"), "{err}");
+    assert_eq!(err.trim().lines().filter(|l| l.starts_with("error")).count(), 1, "{err}");
 }
 
 #[test]

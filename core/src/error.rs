@@ -8,13 +8,10 @@ use crate::role::Role;
 /// Errors of difi-core and of the plugins built on it.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// A libtorch call failed; `context` says which step.
-    #[error("{context}: {source}")]
-    Torch {
-        context: String,
-        #[source]
-        source: tch::TchError,
-    },
+    /// A libtorch call failed; `context` says which step. Shown without
+    /// libtorch's C++ backtrace (`error` keeps it, for `{:?}`).
+    #[error("{context}: {}", torch_summary(error))]
+    Torch { context: String, error: tch::TchError },
     /// Reading or writing a file failed.
     #[error("{}: {source}", path.display())]
     Io {
@@ -115,6 +112,29 @@ pub trait TorchContext<T> {
 
 impl<T> TorchContext<T> for std::result::Result<T, tch::TchError> {
     fn ctx(self, context: &str) -> Result<T> {
-        self.map_err(|source| Error::Torch { context: context.to_string(), source })
+        self.map_err(|error| Error::Torch { context: context.to_string(), error })
+    }
+}
+
+/// A libtorch error without the C++ stack that follows its message
+/// (20–40 lines of `frame #N` that say nothing to a user).
+pub fn torch_summary(error: &tch::TchError) -> String {
+    let text = error.to_string();
+    let message = text.split("\nException raised from").next().unwrap_or(&text);
+    let message = message.split("\nframe #").next().unwrap_or(message);
+    message.lines().map(str::trim).filter(|line| !line.is_empty()).collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn torch_errors_are_shown_without_their_cpp_backtrace() {
+        let a = tch::Tensor::zeros([2, 3], (tch::Kind::Float, tch::Device::Cpu));
+        let b = tch::Tensor::zeros([4, 5], (tch::Kind::Float, tch::Device::Cpu));
+        let err = a.f_matmul(&b).ctx("product").unwrap_err().to_string();
+        assert!(err.starts_with("product: ") && err.contains("2x3 and 4x5"), "{err}");
+        assert!(!err.contains("frame #") && !err.contains('\n'), "{err}");
     }
 }

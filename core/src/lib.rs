@@ -20,6 +20,7 @@ pub mod device;
 pub mod draws;
 pub mod error;
 pub mod params;
+pub mod plugin_file;
 pub mod plugin_host;
 pub mod registry;
 pub mod rng;

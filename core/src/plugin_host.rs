@@ -107,13 +107,15 @@ impl Registry {
     /// Loads a plugin library and registers what it declares.
     pub fn load_library(&mut self, path: &Path) -> Result<()> {
         let refuse = |message: String| Error::PluginLibrary { path: path.to_path_buf(), message };
-        if !path.is_file() {
-            return Err(refuse("no such file".into()));
-        }
+        crate::plugin_file::check_library_file(path).map_err(refuse)?;
+        // Loading runs the library's code before its declaration can be
+        // checked: say which file, every time.
+        tracing::info!("loading plugin library {} (its code runs as difi)", path.display());
         // SAFETY: loading runs the library's initialisers; difi plugins are
         // Rust cdylibs whose initialisers only register with their own copy
         // of the registry. The library is never unloaded.
-        let library = unsafe { libloading::Library::new(path) }.map_err(|e| refuse(format!("cannot load: {e}")))?;
+        let library = unsafe { libloading::Library::new(path) }
+            .map_err(|e| refuse(format!("cannot load: {}", with_causes(&e))))?;
         let library: &'static libloading::Library = Box::leak(Box::new(library));
         let symbol = format!("{}\0", abi::DECLARATION_SYMBOL);
         // SAFETY: the symbol is read as a pointer to data and checked before use.
@@ -149,9 +151,24 @@ impl Registry {
             let name = unsafe { read_c_string(vtable.name, "divergence name") }.map_err(refuse)?;
             self.insert(foreign_divergence_entry(name, origin.clone(), vtable))?;
         }
-        tracing::debug!("loaded plugin {origin} ({} divergences)", divergences.len());
+        tracing::info!("plugin {origin}: {} divergence(s)", divergences.len());
         Ok(())
     }
+}
+
+/// An error and its sources on one line (libloading keeps dlerror's text,
+/// the useful part, in the source).
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text = format!("{text}: {cause_text}");
+        }
+        source = cause.source();
+    }
+    text
 }
 
 fn foreign_divergence_entry(name: String, origin: String, vtable: &'static DivergenceVTable) -> Entry {

@@ -9,6 +9,7 @@ use crate::params::Params;
 /// Parses RON text into a tree and applies `PATH=VALUE` overrides in order.
 pub fn parse(text: &str, overrides: &[String]) -> Result<Params> {
     let value: ron::Value = ron::from_str(text).map_err(|err| Error::config("", format!("not valid RON: {err}")))?;
+    refuse_duplicate_keys(text)?;
     let mut tree = ron_to_tree(value, "")?;
     for spec in overrides {
         apply_override(&mut tree, spec)?;
@@ -65,6 +66,107 @@ fn ron_to_tree(value: ron::Value, key: &str) -> Result<Params> {
         }
         R::Bytes(_) => return Err(Error::config(key, "byte strings are not supported")),
     })
+}
+
+/// RON's own value type keeps the last of two equal keys; a config that
+/// names a field twice is almost always an edit gone wrong, so it is refused
+/// with the field's path and position.
+fn refuse_duplicate_keys(text: &str) -> Result<()> {
+    ron::Options::default()
+        .from_str_seed(text, DuplicateKeys { path: String::new() })
+        .map_err(|err| Error::config("", err.to_string()))
+}
+
+/// Walks a RON document as [`serde::de::IgnoredAny`] does, remembering the
+/// keys of each map or struct.
+struct DuplicateKeys {
+    path: String,
+}
+
+impl DuplicateKeys {
+    fn child(&self, name: &str) -> Self {
+        DuplicateKeys { path: if self.path.is_empty() { name.to_string() } else { format!("{}.{name}", self.path) } }
+    }
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for DuplicateKeys {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> std::result::Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for DuplicateKeys {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a RON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> std::result::Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E>(self, _: i64) -> std::result::Result<(), E> {
+        Ok(())
+    }
+    fn visit_i128<E>(self, _: i128) -> std::result::Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E>(self, _: u64) -> std::result::Result<(), E> {
+        Ok(())
+    }
+    fn visit_u128<E>(self, _: u128) -> std::result::Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E>(self, _: f64) -> std::result::Result<(), E> {
+        Ok(())
+    }
+    fn visit_char<E>(self, _: char) -> std::result::Result<(), E> {
+        Ok(())
+    }
+    fn visit_str<E>(self, _: &str) -> std::result::Result<(), E> {
+        Ok(())
+    }
+    fn visit_bytes<E>(self, _: &[u8]) -> std::result::Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> std::result::Result<(), E> {
+        Ok(())
+    }
+    fn visit_none<E>(self) -> std::result::Result<(), E> {
+        Ok(())
+    }
+    fn visit_some<D: serde::Deserializer<'de>>(self, deserializer: D) -> std::result::Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+    fn visit_newtype_struct<D: serde::Deserializer<'de>>(self, deserializer: D) -> std::result::Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<(), A::Error> {
+        let mut index = 0usize;
+        while seq.next_element_seed(self.child(&index.to_string()))?.is_some() {
+            index += 1;
+        }
+        Ok(())
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> std::result::Result<(), A::Error> {
+        let mut seen = std::collections::HashSet::new();
+        while let Some(key) = map.next_key::<ron::Value>()? {
+            let name = match &key {
+                ron::Value::String(name) => name.clone(),
+                other => format!("{other:?}"),
+            };
+            let child = self.child(&name);
+            if !seen.insert(key) {
+                return Err(serde::de::Error::custom(format!("`{}` is given twice", child.path)));
+            }
+            map.next_value_seed(child)?;
+        }
+        Ok(())
+    }
 }
 
 #[allow(unreachable_patterns)]
@@ -264,6 +366,15 @@ mod tests {
         let text = to_ron(&tree);
         assert_eq!(parse(&text, &[]).unwrap(), tree);
         assert!(text.contains("betas: [0.0, 0.999]"), "{text}");
+    }
+
+    #[test]
+    fn keys_given_twice_are_refused_with_their_path() {
+        let text = TEXT.replace("weights: Some([0.5])", "weights: Some([0.5]), means: []");
+        let err = parse(&text, &[]).unwrap_err().to_string();
+        assert!(err.contains("`teacher.params.means` is given twice"), "{err}");
+        let err = parse("(seed: 1, version: 1, seed: 2)", &[]).unwrap_err().to_string();
+        assert!(err.contains("`seed` is given twice") && err.contains("1:"), "{err}");
     }
 
     #[test]

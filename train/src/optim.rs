@@ -60,12 +60,12 @@ impl AdamConfig {
         if !((0.0..1.0).contains(&b1) && (0.0..1.0).contains(&b2)) {
             return Err(Error::config("betas", "each beta must lie in [0, 1)"));
         }
-        let eps_ok = self.eps > 0.0 && self.eps.is_finite();
-        let warmup_ok = self.warmup_kimg >= 0.0 && self.warmup_kimg.is_finite();
-        for (key, ok) in [("eps", eps_ok), ("warmup_kimg", warmup_ok), ("loss_scale", self.loss_scale.is_finite())] {
-            if !ok {
-                return Err(Error::config(key, "must be a finite number (eps positive, warmup_kimg not negative)"));
-            }
+        Error::ensure_positive("eps", self.eps)?;
+        // A zero scale would leave the part untrained without a word; a
+        // negative one would ascend the loss.
+        Error::ensure_positive("loss_scale", self.loss_scale)?;
+        if !(self.warmup_kimg >= 0.0 && self.warmup_kimg.is_finite()) {
+            return Err(Error::config("warmup_kimg", format!("must be a finite number ≥ 0, got {}", self.warmup_kimg)));
         }
         Ok(())
     }

@@ -11,7 +11,7 @@ use difi_core::traits::Dataset;
 
 use crate::algorithm::Algorithm;
 use crate::config::RunConfig;
-use crate::run_dir::RunDir;
+use crate::run_dir::{RunDir, RunLock};
 use crate::runner::{Outcome, Runner};
 use crate::snapshot::TrainState;
 use crate::snapshot_metrics::SnapshotMetrics;
@@ -53,6 +53,18 @@ pub struct Session<A> {
     pub run: RunDir,
     pub config: RunConfig<A>,
     runner: Runner,
+    _lock: RunLock,
+    /// What to remove if the run fails before its first snapshot.
+    created: Option<Created>,
+}
+
+/// What [`Session::create`] made.
+#[derive(Clone, Copy)]
+enum Created {
+    /// The directory was absent.
+    Directory,
+    /// The directory existed, empty.
+    Contents,
 }
 
 /// How a session ended.
@@ -85,23 +97,31 @@ impl<A: Algorithm> Session<A> {
     pub fn create(config: RunConfig<A>, registry: &Registry, outdir: &Path) -> Result<Self> {
         let dataset = config.dataset(registry)?;
         let runner = build_runner_with(&config, registry, dataset.clone())?;
+        let created = if outdir.exists() { Created::Contents } else { Created::Directory };
         let run = RunDir::create(outdir)?;
-        run.write_config(&config.to_ron())?;
-        Self::prepared(run, config, dataset, runner)
+        let lock = run.lock()?;
+        let session = run
+            .write_config(&config.to_ron())
+            .and_then(|()| Self::prepared(run.clone(), config, dataset, runner, lock, Some(created)));
+        if session.is_err()
+            && let Err(cleanup) = run.remove_unfinished(matches!(created, Created::Directory))
+        {
+            tracing::warn!("{cleanup}");
+        }
+        session
     }
 
     /// The run in `dir`, from its latest snapshot (from the start if it has
-    /// none). Overrides change the recorded config.
+    /// none). Overrides change the recorded config, but only once the run
+    /// has been built and its snapshot loaded: a resume that fails changes
+    /// nothing in the run.
     pub fn resume(dir: &Path, source: &ConfigSource) -> Result<Self> {
         let run = RunDir::open(dir)?;
+        let lock = run.lock()?;
         let (config, registry) = source.load::<A>(&run.config_path())?;
-        if !source.overrides.is_empty() {
-            tracing::warn!("overrides change the recorded config of {}", dir.display());
-            run.write_config(&config.to_ron())?;
-        }
         let dataset = config.dataset(&registry)?;
         let mut runner = build_runner_with(&config, &registry, dataset.clone())?;
-        match run.latest_snapshot()? {
+        let resumed_from = match run.latest_snapshot()? {
             Some(snapshot) => {
                 runner.load_snapshot(&snapshot)?;
                 let state = runner.state();
@@ -111,10 +131,20 @@ impl<A: Algorithm> Session<A> {
                     state.nimg as f64 / 1000.0,
                     state.iteration
                 );
+                Some((state.iteration, state.tick))
             }
-            None => tracing::warn!("{} has no snapshot yet; starting from the beginning", dir.display()),
+            None => {
+                tracing::warn!("{} has no snapshot yet; starting from the beginning", dir.display());
+                None
+            }
+        };
+        let session = Self::prepared(run, config, dataset, runner, lock, None)?;
+        session.run.discard_incomplete(resumed_from)?;
+        if !source.overrides.is_empty() {
+            tracing::warn!("overrides change the recorded config of {}", dir.display());
+            session.run.write_config(&session.config.to_ron())?;
         }
-        Self::prepared(run, config, dataset, runner)
+        Ok(session)
     }
 
     fn prepared(
@@ -122,6 +152,8 @@ impl<A: Algorithm> Session<A> {
         config: RunConfig<A>,
         dataset: Option<Rc<dyn Dataset>>,
         mut runner: Runner,
+        lock: RunLock,
+        created: Option<Created>,
     ) -> Result<Self> {
         if !config.run.metrics.list.is_empty() {
             let device = config.run.resolve_device()?;
@@ -135,14 +167,28 @@ impl<A: Algorithm> Session<A> {
             )?;
             runner.set_metrics(metrics)?;
         }
-        Ok(Session { run, config, runner })
+        Ok(Session { run, config, runner, _lock: lock, created })
     }
 
-    /// Trains until the schedule ends or Ctrl-C.
+    /// Trains until the schedule ends or Ctrl-C. A new run that fails before
+    /// its first snapshot is removed, so the same command can be run again.
     pub fn run(mut self) -> Result<Finished> {
         let stop = stop_flag()?;
         tracing::info!("run directory {}", self.run.root().display());
-        let outcome = self.runner.run(&self.run, &stop)?;
+        let outcome = match self.runner.run(&self.run, &stop) {
+            Ok(outcome) => outcome,
+            Err(err) => {
+                if let Some(created) = self.created
+                    && matches!(self.run.latest_snapshot(), Ok(None))
+                {
+                    tracing::warn!("removing {}: the run failed before its first snapshot", self.run.root().display());
+                    if let Err(cleanup) = self.run.remove_unfinished(matches!(created, Created::Directory)) {
+                        tracing::warn!("{cleanup}");
+                    }
+                }
+                return Err(err);
+            }
+        };
         Ok(Finished { outcome, state: self.runner.state().clone(), snapshot: self.run.latest_snapshot()? })
     }
 }

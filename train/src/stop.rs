@@ -18,8 +18,7 @@ pub fn stop_flag() -> Result<Arc<AtomicBool>> {
         let handler_flag = flag.clone();
         ctrlc::set_handler(move || {
             if handler_flag.swap(true, Ordering::SeqCst) {
-                eprintln!("\ninterrupted again: exiting without a snapshot");
-                std::process::exit(STOPPED_EXIT_CODE as i32);
+                exit_now();
             }
             eprintln!("\ninterrupt: writing a snapshot after this iteration (Ctrl-C again to exit at once)");
         })
@@ -28,4 +27,21 @@ pub fn stop_flag() -> Result<Arc<AtomicBool>> {
     })
     .clone()
     .map_err(|message| Error::Plugin { plugin: "signal handler".into(), message })
+}
+
+/// Ends the process from the signal thread while the main thread may be
+/// inside libtorch. `std::process::exit` would run C++ static destructors
+/// under libtorch's feet (heap corruption in most trials), and `eprintln!`
+/// could wait forever on a stderr lock held by the progress bar; `_exit`
+/// and a raw `write` touch neither. Snapshots are renamed into place whole,
+/// so the last complete one survives (a half-written one stays a hidden
+/// temporary directory that the next resume removes).
+fn exit_now() -> ! {
+    const MESSAGE: &[u8] = b"\ninterrupted again: exiting without a snapshot\n";
+    // SAFETY: write(2) and _exit(2) are async-signal-safe and take no locks;
+    // MESSAGE outlives the call.
+    unsafe {
+        libc::write(libc::STDERR_FILENO, MESSAGE.as_ptr().cast(), MESSAGE.len());
+        libc::_exit(STOPPED_EXIT_CODE as i32)
+    }
 }

@@ -33,6 +33,15 @@ fn presets_have_edms_parameter_counts() {
 }
 
 #[test]
+fn the_parameter_lower_bound_holds_and_is_tight_for_every_preset() {
+    for name in PRESETS {
+        let config = EdmNetworkConfig::preset(name).unwrap();
+        let (bound, count) = (config.parameter_lower_bound() as f64, parameters(name) as f64);
+        assert!(bound <= count && bound >= 0.4 * count, "{name}: bound {bound}, {count} parameters");
+    }
+}
+
+#[test]
 fn unknown_presets_and_bad_architectures_are_named() {
     let err = EdmNetworkConfig::preset("cifar100").unwrap_err().to_string();
     assert!(err.contains("cifar100") && err.contains("cifar10-32x32-cond-vp"), "{err}");

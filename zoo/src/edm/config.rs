@@ -325,6 +325,28 @@ impl EdmNetworkConfig {
         Ok(())
     }
 
+    /// A lower bound on the number of parameters the network has, computed
+    /// without building it. Each level has `num_blocks` encoder and
+    /// `num_blocks + 1` decoder blocks of `c = model_channels × mult`
+    /// output channels; each block's second 3×3 convolution is `c → c`, and
+    /// so is the first one of every encoder block but the level's first
+    /// (its input is the previous block's output) and of every decoder block
+    /// but the level's first (at least `c` inputs, plus a skip): `4 ×
+    /// num_blocks` convolutions of `9c²` weights per level, 50–80% of the
+    /// total for EDM's presets. A checkpoint holding fewer values cannot be
+    /// this network, which is known before gigabytes of weights are
+    /// allocated for an architecture a file's metadata made up.
+    pub fn parameter_lower_bound(&self) -> u128 {
+        let convolutions = 4u128.saturating_mul(self.num_blocks.max(0) as u128);
+        self.channel_mult
+            .iter()
+            .map(|&mult| {
+                let channels = (self.model_channels.max(0) as u128).saturating_mul(mult.max(0) as u128);
+                channels.saturating_mul(channels).saturating_mul(9).saturating_mul(convolutions)
+            })
+            .fold(0u128, u128::saturating_add)
+    }
+
     /// The preset named `name` (see [`PRESETS`]).
     pub fn preset(name: &str) -> Result<Self> {
         let args = preset_args(name).ok_or_else(|| {

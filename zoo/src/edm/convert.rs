@@ -10,9 +10,10 @@ use std::path::Path;
 use difi_core::error::{Error, Result};
 use difi_formats::torch_persistence::{PersistentModule, network_entry, read_network_pickle};
 use difi_formats::weights;
-use tch::Tensor;
+use tch::{Device, Tensor};
 
 use super::config::{EdmNetworkArgs, EdmNetworkConfig, PrecondKind};
+use super::network::{EdmNetwork, Precision};
 
 /// The `ema` network of an EDM pickle.
 pub struct ConvertedNetwork {
@@ -37,7 +38,10 @@ pub fn read_edm_pickle(path: &Path) -> Result<ConvertedNetwork> {
     let config = EdmNetworkArgs::from_kwargs(precond, &module.init_kwargs)
         .and_then(|args| args.resolve())
         .map_err(|e| refuse(format!("constructor arguments of `ema`: {e}")))?;
-    Ok(ConvertedNetwork { class_name: module.class_name, kwargs: module.init_kwargs, config, tensors: module.tensors })
+    let network =
+        ConvertedNetwork { class_name: module.class_name, kwargs: module.init_kwargs, config, tensors: module.tensors };
+    network.verify(path)?;
+    Ok(network)
 }
 
 impl ConvertedNetwork {
@@ -50,6 +54,19 @@ impl ConvertedNetwork {
             ("source".to_string(), format!("difi convert edm {}", source.display())),
         ]);
         weights::save(out, &self.tensors, &metadata)
+    }
+
+    /// Checks that the tensors are exactly the network's: every parameter
+    /// and buffer of the architecture present with its shape, nothing else.
+    /// The values are counted against the architecture first, so a pickle
+    /// whose constructor arguments describe a network far larger than its
+    /// tensors is refused before that network is built.
+    fn verify(&self, source: &Path) -> Result<()> {
+        super::ensure_enough_values(&self.config, self.tensors.iter().map(|(_, t)| t), source)?;
+        let mut network = EdmNetwork::new(&self.config, Precision::Fp32, Device::Cpu)?;
+        let tensors: HashMap<String, Tensor> =
+            self.tensors.iter().map(|(name, tensor)| (name.clone(), tensor.shallow_clone())).collect();
+        network.load_weights(&tensors, source)
     }
 
     /// Number of parameters and buffers written.

@@ -28,6 +28,7 @@ pub mod layers;
 pub mod network;
 pub mod song_unet;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use difi_core::error::{Error, Result};
@@ -35,6 +36,7 @@ use difi_core::params::{Params, decode_params};
 use difi_core::registry::{BuildContext, ResolveContext};
 use difi_formats::weights;
 use serde::{Deserialize, Serialize};
+use tch::Tensor;
 
 use config::{EdmNetworkArgs, EdmNetworkConfig, PrecondKind};
 use network::{EdmNetwork, Precision};
@@ -110,19 +112,48 @@ fn resolve(params: &Params, ctx: &ResolveContext<'_>) -> Result<Params> {
 
 fn build_network(params: EdmParams, ctx: &BuildContext<'_>) -> Result<EdmNetwork> {
     let architecture = params.architecture(ctx.base_dir)?;
-    let mut network = EdmNetwork::new(&architecture, params.precision, ctx.device)?;
-    match &params.checkpoint {
+    // The file is read (and measured against the architecture) before the
+    // network is allocated: its size is what a stranger's file can claim.
+    let checkpoint = match &params.checkpoint {
         Some(path) => {
             let path = ctx.base_dir.join(path);
             // EDM's state_dict() keys all lie under `model.`; anything else in
             // the file (reference inputs and outputs) is not the network's.
-            let tensors =
+            let tensors: HashMap<String, Tensor> =
                 weights::load(&path)?.into_map().into_iter().filter(|(k, _)| k.starts_with("model.")).collect();
-            network.load_weights(&tensors, &path)?;
+            ensure_enough_values(&architecture, tensors.values(), &path)?;
+            Some((path, tensors))
         }
+        None => None,
+    };
+    let mut network = EdmNetwork::new(&architecture, params.precision, ctx.device)?;
+    match checkpoint {
+        Some((path, tensors)) => network.load_weights(&tensors, &path)?,
         None => tracing::warn!("edm network without a checkpoint: EDM's random initialisation"),
     }
     Ok(network)
+}
+
+/// Refuses `tensors` (from `path`) for `architecture` when they hold fewer
+/// values than the network's [lower bound](EdmNetworkConfig::parameter_lower_bound).
+pub fn ensure_enough_values<'a>(
+    architecture: &EdmNetworkConfig,
+    tensors: impl IntoIterator<Item = &'a Tensor>,
+    path: &Path,
+) -> Result<()> {
+    let held: u128 = tensors.into_iter().map(|t| t.numel() as u128).sum();
+    let needed = architecture.parameter_lower_bound();
+    if held < needed {
+        return Err(Error::checkpoint(
+            path,
+            format!(
+                "holds {held} network values, but its architecture ({:?}, {} channels × {:?}) has at least \
+                 {needed} parameters: tensors are missing or the architecture does not belong to these weights",
+                architecture.model_type, architecture.model_channels, architecture.channel_mult
+            ),
+        ));
+    }
+    Ok(())
 }
 
 difi_core::register_plugin!(
