@@ -218,3 +218,16 @@ fn the_demo_distills_the_embedded_teacher_and_shows_it() {
     difi_ok(&["report", arg(&run)]);
     assert!(run.join("report.png").is_file());
 }
+
+#[test]
+fn networks_too_large_to_be_meant_are_refused_before_allocation() {
+    for set in [
+        "generator.params.hidden=[100000000, 100000000]",
+        "fake_score.params.hidden=[9223372036854775807]",
+        "generator.params.latent_dim=9223372036854775807",
+    ] {
+        let err = difi_err(&["check", "configs/toy-gmm.ron", "--set", set]);
+        assert!(err.contains("parameters") || err.contains("at least 1"), "{set}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{set}: {err}");
+    }
+}

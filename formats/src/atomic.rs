@@ -23,7 +23,34 @@ pub fn write_with(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Resul
     let tmp = temporary_sibling(path);
     if let Err(err) = write(&tmp) {
         let _ = std::fs::remove_file(&tmp);
-        return Err(err);
+        return Err(naming_the_target(err, &tmp, path));
     }
     std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+}
+
+/// The user asked for `path`; an error about the hidden temporary file is
+/// reported as about `path`.
+fn naming_the_target(err: Error, tmp: &Path, path: &Path) -> Error {
+    match err {
+        Error::Io { path: p, source } if p == tmp => Error::Io { path: path.to_path_buf(), source },
+        Error::Checkpoint { path: p, message } if p == tmp => Error::Checkpoint { path: path.to_path_buf(), message },
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_write_names_the_target_and_leaves_nothing() {
+        let dir = std::env::temp_dir().join(format!("difi-atomic-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // A directory in the way of the rename's source: the write itself fails.
+        let target = dir.join("out.bin");
+        std::fs::create_dir_all(temporary_sibling(&target)).unwrap();
+        let err = write_atomically(&target, b"data").unwrap_err().to_string();
+        assert!(err.starts_with(&target.display().to_string()) && !err.contains(".tmp"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -61,8 +61,8 @@ impl MlpDenoiser {
             return Err(Error::config("sigma_data", format!("must be positive, got {sigma_data}")));
         }
         let vs = VarStore::new(device);
-        let input = dim + params.noise_features + label_dim;
-        let mlp = Mlp::new(&vs.root(), input, &params.hidden, dim, true);
+        let input = dim.saturating_add(params.noise_features).saturating_add(label_dim);
+        let mlp = Mlp::new(&vs.root(), input, &params.hidden, dim, true)?;
         let half = params.noise_features / 2;
         let frequencies = Tensor::f_linspace(0.0, 64f64.ln(), half, (Kind::Float, device))
             .ctx("frequencies")?

@@ -45,7 +45,7 @@ impl MlpGenerator {
             return Err(Error::config("hidden", "widths must be at least 1"));
         }
         let vs = VarStore::new(device);
-        let mlp = Mlp::new(&vs.root(), params.latent_dim + label_dim, &params.hidden, dim, false);
+        let mlp = Mlp::new(&vs.root(), params.latent_dim.saturating_add(label_dim), &params.hidden, dim, false)?;
         Ok(MlpGenerator { vs, mlp, latent_dim: params.latent_dim, dim, label_dim })
     }
 
