@@ -155,21 +155,23 @@ impl ImageArchive {
             return Ok(());
         }
         let bytes = self.read(METADATA)?;
-        let Some(pairs) =
-            parse_labels(&bytes, self.names.len()).map_err(|e| bad(&self.path, format!("{METADATA}: {e}")))?
-        else {
+        // Each name must be an image present and labelled once, checked as
+        // the file is parsed: so no more entries than images are ever held.
+        let present: HashSet<&str> = self.names.iter().map(String::as_str).collect();
+        let mut seen: HashSet<&str> = HashSet::new();
+        let mut check = |name: &str| {
+            let Some(known) = present.get(name) else {
+                return Err(format!("labels {name}, which is not in the dataset"));
+            };
+            if !seen.insert(known) {
+                return Err(format!("labels {name} twice"));
+            }
+            Ok(())
+        };
+        let Some(pairs) = parse_labels(&bytes, self.names.len(), &mut check).map_err(|e| bad(&self.path, e))? else {
             return Ok(());
         };
-        let mut by_name: HashMap<&str, i64> = HashMap::with_capacity(pairs.len());
-        for (name, label) in &pairs {
-            if by_name.insert(name, *label).is_some() {
-                return Err(bad(&self.path, format!("{METADATA} labels {name} twice")));
-            }
-        }
-        let present: HashSet<&str> = self.names.iter().map(String::as_str).collect();
-        if let Some(missing) = by_name.keys().find(|n| !present.contains(*n)) {
-            return Err(bad(&self.path, format!("{METADATA} labels {missing}, which is not in the dataset")));
-        }
+        let by_name: HashMap<&str, i64> = pairs.iter().map(|(name, label)| (name.as_str(), *label)).collect();
         let mut labels = Vec::with_capacity(self.names.len());
         for name in &self.names {
             let label = by_name

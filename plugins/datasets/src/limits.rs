@@ -54,7 +54,7 @@ pub fn check_label(label: i64) -> Result<i64, String> {
     if (0..MAX_CLASSES).contains(&label) {
         Ok(label)
     } else {
-        Err(format!("`{label}` is not a class index in 0..{MAX_CLASSES}"))
+        Err(format!("`{label}`, not a class index in 0..{MAX_CLASSES}"))
     }
 }
 

@@ -48,7 +48,7 @@ fn relative(root: &Path, path: &Path) -> String {
 
 /// `name → class` from a `dataset.json`, or none when it says `null`.
 fn labels_from_metadata(bytes: &[u8], source: &Path) -> Result<HashMap<String, i64>> {
-    let pairs = parse_labels(bytes, MAX_FILES).map_err(|e| Error::checkpoint(source, format!("{METADATA}: {e}")))?;
+    let pairs = parse_labels(bytes, MAX_FILES, &mut |_| Ok(())).map_err(|e| Error::checkpoint(source, e))?;
     Ok(pairs.unwrap_or_default().into_iter().collect())
 }
 
