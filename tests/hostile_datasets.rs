@@ -99,7 +99,12 @@ fn images_larger_than_the_limits_are_refused_from_their_header() {
     std::fs::write(source.join("wide.png"), png_announcing(8192, 8192)).unwrap();
     let err = difi_refuses(&["dataset", "convert", "--source", arg(&source), "--dest", arg(&dest)]);
     assert!(err.contains("wide.png") && err.contains("more than the 33554432 in all"), "{err}");
-    assert_eq!(entries(&dir), ["enormous.zip", "huge.zip", "photos"], "nothing written");
+    // Nor may a conversion be asked to make such images.
+    let small = dataset(&dir.join("small.zip"), &[("a.png", gray_png(8))]);
+    let args = ["dataset", "convert", "--source", arg(&small), "--dest", arg(&dest), "--resolution", "65536x65536"];
+    let err = difi_refuses(&args);
+    assert!(err.contains("resolution") && err.contains("65536x65536 pixels, more than the 8192 per side"), "{err}");
+    assert_eq!(entries(&dir), ["enormous.zip", "huge.zip", "photos", "small.zip"], "nothing written");
 }
 
 #[test]

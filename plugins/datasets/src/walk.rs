@@ -11,10 +11,6 @@ use difi_core::error::{Error, Result};
 
 use crate::limits::{MAX_FILES, MAX_FOLDER_DEPTH};
 
-fn refused(path: &Path, message: String) -> Error {
-    Error::io(path, std::io::Error::new(std::io::ErrorKind::InvalidInput, message))
-}
-
 /// Every regular file below `root` (or a link to one), unsorted.
 pub fn files_below(root: &Path) -> Result<Vec<PathBuf>> {
     let mut files = Vec::new();
@@ -26,7 +22,7 @@ pub fn files_below(root: &Path) -> Result<Vec<PathBuf>> {
             let kind = entry.file_type().map_err(|e| Error::io(&path, e))?;
             if kind.is_dir() {
                 if depth + 1 > MAX_FOLDER_DEPTH {
-                    return Err(refused(
+                    return Err(Error::checkpoint(
                         &path,
                         format!("nested more than {MAX_FOLDER_DEPTH} folders deep; difi walks no deeper"),
                     ));
@@ -40,16 +36,16 @@ pub fn files_below(root: &Path) -> Result<Vec<PathBuf>> {
                 kind
             };
             if target.is_dir() {
-                return Err(refused(
+                return Err(Error::checkpoint(
                     &path,
-                    "is a link to a folder; difi does not follow those (they can loop): copy the folder instead".into(),
+                    "is a link to a folder; difi does not follow those (they can loop): copy the folder instead",
                 ));
             }
             if !target.is_file() {
-                return Err(refused(&path, "is not a regular file (a device, pipe or socket?)".into()));
+                return Err(Error::checkpoint(&path, "is not a regular file (a device, pipe or socket?)"));
             }
             if files.len() == MAX_FILES {
-                return Err(refused(root, format!("holds more than {MAX_FILES} files; difi reads no more")));
+                return Err(Error::checkpoint(root, format!("holds more than {MAX_FILES} files; difi reads no more")));
             }
             files.push(path);
         }
