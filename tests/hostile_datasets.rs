@@ -255,7 +255,7 @@ fn export_never_overwrites_and_leaves_nothing_on_failure() {
     let same = dir.join("same.npy");
     let err = difi_refuses(&["dataset", "export", arg(&zip), "--out", arg(&same), "--labels", arg(&same)]);
     assert!(err.contains("same.npy: is the same file as"), "{err}");
-    let other_spelling = dir.join("sub/../same.npy");
+    let other_spelling = dir.join("sub").join("..").join("same.npy");
     std::fs::create_dir(dir.join("sub")).unwrap();
     let err = difi_refuses(&["dataset", "export", arg(&zip), "--out", arg(&same), "--labels", arg(&other_spelling)]);
     assert!(err.contains("is the same file as"), "{err}");

@@ -21,8 +21,7 @@ use crate::metadata::parse_labels;
 use crate::pixels::{Pixels, decode_png, is_power_of_two, png_header};
 use crate::walk::files_below;
 
-/// The name of the metadata file inside a dataset.
-pub const METADATA: &str = "dataset.json";
+pub use crate::metadata::METADATA;
 
 enum Storage {
     Zip(RefCell<ZipArchive<BufReader<File>>>, HashMap<String, usize>),

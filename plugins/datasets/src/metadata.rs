@@ -1,5 +1,5 @@
-//! The `labels` of a `dataset.json` (`{"labels": [[name, class], …]}` or
-//! `{"labels": null}`), parsed entry by entry so that a file listing more
+//! The `labels` of a dataset's `dataset.json` (`{"labels": [[name, class], …]}`
+//! or `{"labels": null}`), parsed entry by entry so that a file listing more
 //! entries than a caller allows is refused as soon as it does, and every
 //! class index is checked against [`MAX_CLASSES`](crate::limits::MAX_CLASSES).
 
@@ -9,9 +9,10 @@ use serde::Deserializer;
 use serde::de::{DeserializeSeed, Error as _, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::error::Category;
 
-use crate::archive::METADATA;
-
 use crate::limits::check_label;
+
+/// The name of the metadata file inside a dataset.
+pub const METADATA: &str = "dataset.json";
 
 /// `[name, class]` pairs in file order, or `None` for `"labels": null`.
 pub type Labels = Option<Vec<(String, i64)>>;
