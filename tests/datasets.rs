@@ -43,6 +43,8 @@ fn reference_names(path: &Path) -> Vec<String> {
 fn export(dataset: &Path, dir: &Path) -> (Tensor, Option<Tensor>) {
     let images = dir.join("export-images.npy");
     let labels = dir.join("export-labels.npy");
+    // Export refuses to replace files.
+    let _ = std::fs::remove_file(&images);
     let _ = std::fs::remove_file(&labels);
     let labelled = ImageArchive::open(dataset).unwrap().labels().is_some();
     let mut args = vec!["dataset", "export", arg(dataset), "--out", arg(&images)];
@@ -261,7 +263,7 @@ fn bad_datasets_are_refused_with_the_file_and_the_problem() {
     std::fs::write(&corrupt_path, &corrupt).unwrap();
     let err = difi_err(&["dataset", "export", arg(&corrupt_path), "--out", arg(&dir.join("x.npy"))]);
     assert!(err.contains("corrupt.zip") && err.contains("img0000"), "{err}");
-    assert!(!dir.join("x.npy").exists() && !dir.join("x.npy.tmp").exists());
+    assert!(!dir.join("x.npy").exists() && !dir.join(".x.npy.partial").exists());
 
     // Compressed entries.
     let deflated = dir.join("deflated.zip");

@@ -99,3 +99,28 @@ pub fn difi_err_env(args: &[&str], env: &[(&str, Option<&str>)]) -> String {
     assert!(!out.status.success(), "difi {args:?} should have failed");
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
+
+/// `difi ARGS…` as [`difi`] runs it, but under a 4 GB address-space limit
+/// and a 120-second time limit, so a hostile input that asks for unbounded
+/// memory or time fails the test instead of the machine.
+pub fn difi_bounded(args: &[&str]) -> Output {
+    Command::new("bash")
+        .current_dir(root())
+        .env("OMP_NUM_THREADS", "1")
+        .args(["-c", r#"ulimit -v 4000000; exec timeout 120 "$@""#, "_", env!("CARGO_BIN_EXE_difi"), "--log", "warn"])
+        .args(args)
+        .output()
+        .expect("run difi")
+}
+
+/// Runs `difi ARGS…` bounded as [`difi_bounded`], expects it to refuse
+/// with exit status 1 and a one-line error (no panic), and returns stderr.
+pub fn difi_refuses(args: &[&str]) -> String {
+    let out = difi_bounded(args);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "difi {args:?} should exit 1 ({}):\n{stderr}", out.status);
+    assert!(!stderr.contains("panicked"), "difi {args:?} panicked:\n{stderr}");
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error: ")).collect();
+    assert_eq!(errors.len(), 1, "difi {args:?}: one error line expected:\n{stderr}");
+    stderr
+}

@@ -3,7 +3,8 @@
 //! `{"labels": null}`. Images are listed and sorted as EDM's
 //! `ImageFolderDataset` does, read on demand, and checked on open: same size
 //! and channels throughout, square, power-of-two, 8-bit grayscale or RGB,
-//! labels for exactly the images present.
+//! labels for exactly the images present. Sizes, counts and labels are
+//! checked against [`crate::limits`] before anything is allocated for them.
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
@@ -14,10 +15,13 @@ use std::path::{Path, PathBuf};
 use difi_core::error::{Error, Result};
 use zip::ZipArchive;
 
+use crate::bounded_read::read_at_most;
+use crate::limits::{MAX_FILE_BYTES, MAX_FILES};
+use crate::metadata::parse_labels;
 use crate::pixels::{Pixels, decode_png, is_power_of_two, png_header};
+use crate::walk::files_below;
 
-/// The name of the metadata file inside a dataset.
-pub const METADATA: &str = "dataset.json";
+pub use crate::metadata::METADATA;
 
 enum Storage {
     Zip(RefCell<ZipArchive<BufReader<File>>>, HashMap<String, usize>),
@@ -49,6 +53,9 @@ impl ImageArchive {
             let file = File::open(path).map_err(|e| Error::io(path, e))?;
             let mut archive = ZipArchive::new(BufReader::new(file))
                 .map_err(|e| bad(path, format!("not a readable ZIP archive ({e}); truncated or corrupt?")))?;
+            if archive.len() > MAX_FILES {
+                return Err(bad(path, format!("holds {} entries; difi reads at most {MAX_FILES}", archive.len())));
+            }
             let mut index = HashMap::new();
             let mut files = Vec::new();
             for i in 0..archive.len() {
@@ -137,7 +144,7 @@ impl ImageArchive {
             progress.inc(1);
         }
         progress.finish_and_clear();
-        let (w, h, c, _) = first.expect("at least one image");
+        let (w, h, c, _) = first.ok_or_else(|| bad(&self.path, "holds no PNG images"))?;
         self.shape = [c, h, w];
         Ok(())
     }
@@ -147,36 +154,23 @@ impl ImageArchive {
             return Ok(());
         }
         let bytes = self.read(METADATA)?;
-        let json: serde_json::Value =
-            serde_json::from_slice(&bytes).map_err(|e| bad(&self.path, format!("{METADATA} is not JSON: {e}")))?;
-        let entries = match json.get("labels") {
-            None => return Err(bad(&self.path, format!("{METADATA} has no `labels` key"))),
-            Some(serde_json::Value::Null) => return Ok(()),
-            Some(serde_json::Value::Array(entries)) => entries,
-            Some(_) => {
-                return Err(bad(&self.path, format!("{METADATA}: `labels` must be a list of [name, class] or null")));
-            }
-        };
-        let mut by_name: HashMap<&str, i64> = HashMap::new();
-        for entry in entries {
-            let pair = entry.as_array().filter(|p| p.len() == 2);
-            let (name, label) = match pair {
-                Some(p) => (p[0].as_str(), &p[1]),
-                None => return Err(bad(&self.path, format!("{METADATA}: `{entry}` is not a [name, class] pair"))),
-            };
-            let name =
-                name.ok_or_else(|| bad(&self.path, format!("{METADATA}: `{entry}` does not start with a file name")))?;
-            let label = label.as_i64().filter(|l| *l >= 0).ok_or_else(|| {
-                bad(&self.path, format!("{METADATA}: the label of {name} is `{label}`, not a class index ≥ 0"))
-            })?;
-            if by_name.insert(name, label).is_some() {
-                return Err(bad(&self.path, format!("{METADATA} labels {name} twice")));
-            }
-        }
+        // Each name must be an image present and labelled once, checked as
+        // the file is parsed: so no more entries than images are ever held.
         let present: HashSet<&str> = self.names.iter().map(String::as_str).collect();
-        if let Some(missing) = by_name.keys().find(|n| !present.contains(*n)) {
-            return Err(bad(&self.path, format!("{METADATA} labels {missing}, which is not in the dataset")));
-        }
+        let mut seen: HashSet<&str> = HashSet::new();
+        let mut check = |name: &str| {
+            let Some(known) = present.get(name) else {
+                return Err(format!("labels {name}, which is not in the dataset"));
+            };
+            if !seen.insert(known) {
+                return Err(format!("labels {name} twice"));
+            }
+            Ok(())
+        };
+        let Some(pairs) = parse_labels(&bytes, self.names.len(), &mut check).map_err(|e| bad(&self.path, e))? else {
+            return Ok(());
+        };
+        let by_name: HashMap<&str, i64> = pairs.iter().map(|(name, label)| (name.as_str(), *label)).collect();
         let mut labels = Vec::with_capacity(self.names.len());
         for name in &self.names {
             let label = by_name
@@ -184,27 +178,32 @@ impl ImageArchive {
                 .ok_or_else(|| bad(&self.path, format!("{METADATA} has no label for {name}")))?;
             labels.push(*label);
         }
-        self.label_dim = labels.iter().max().map_or(0, |m| m + 1);
+        // Labels are below MAX_CLASSES, so this cannot overflow; checked all the same.
+        self.label_dim = match labels.iter().max() {
+            None => 0,
+            Some(largest) => largest
+                .checked_add(1)
+                .ok_or_else(|| bad(&self.path, format!("{METADATA}: the label {largest} is too large")))?,
+        };
         self.labels = Some(labels);
         Ok(())
     }
 
-    /// Bytes of the file `name`.
+    /// Bytes of the file `name`; a file larger than
+    /// [`MAX_FILE_BYTES`] is an error (whatever its header claims, no more is read).
     pub fn read(&self, name: &str) -> Result<Vec<u8>> {
         match &self.storage {
             Storage::Folder(root) => {
                 let path = root.join(name);
-                std::fs::read(&path).map_err(|e| Error::io(path, e))
+                let file = File::open(&path).map_err(|e| Error::io(&path, e))?;
+                read_at_most(file, MAX_FILE_BYTES).map_err(|e| Error::io(&path, e))
             }
             Storage::Zip(archive, index) => {
                 let i = *index.get(name).ok_or_else(|| bad(&self.path, format!("no entry {name}")))?;
                 let mut archive = archive.borrow_mut();
-                let mut entry = archive.by_index(i).map_err(|e| bad(&self.path, format!("{name}: {e}")))?;
-                let mut bytes = Vec::with_capacity(entry.size() as usize);
-                entry
-                    .read_to_end(&mut bytes)
-                    .map_err(|e| bad(&self.path, format!("{name}: {e} (corrupt archive?)")))?;
-                Ok(bytes)
+                let entry = archive.by_index(i).map_err(|e| bad(&self.path, format!("{name}: {e}")))?;
+                read_at_most(entry, MAX_FILE_BYTES)
+                    .map_err(|e| bad(&self.path, format!("{name}: {e} (corrupt archive?)")))
             }
         }
     }
@@ -236,7 +235,14 @@ impl ImageArchive {
             .names
             .get(index)
             .ok_or_else(|| bad(&self.path, format!("no image {index} of {}", self.names.len())))?;
-        let pixels = decode_png(&self.read(name)?).map_err(|e| bad(&self.path, format!("{name}: {e}")))?;
+        let bytes = self.read(name)?;
+        // The file may have changed since it was opened: its header, not the
+        // one seen then, decides what decoding allocates.
+        let (w, h, c) = png_header(&bytes).map_err(|e| bad(&self.path, format!("{name}: {e}")))?;
+        if [c, h, w] != self.shape {
+            return Err(bad(&self.path, format!("{name} does not match the dataset's shape {:?}", self.shape)));
+        }
+        let pixels = decode_png(&bytes).map_err(|e| bad(&self.path, format!("{name}: {e}")))?;
         if [pixels.channels, pixels.height, pixels.width] != self.shape {
             return Err(bad(&self.path, format!("{name} does not match the dataset's shape {:?}", self.shape)));
         }
@@ -296,23 +302,14 @@ fn is_other_image(name: &str) -> bool {
     matches!(extension(name).as_deref(), Some("jpg" | "jpeg" | "bmp" | "gif" | "webp" | "tif" | "tiff"))
 }
 
-/// Every file under `root`, relative and '/'-separated.
+/// Every file under `root`, relative and '/'-separated (see [`files_below`]
+/// for links, depth and count).
 fn list_folder(root: &Path) -> Result<Vec<String>> {
     let mut out = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).map_err(|e| Error::io(&dir, e))? {
-            let entry = entry.map_err(|e| Error::io(&dir, e))?;
-            let path = entry.path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                let relative = path.strip_prefix(root).expect("under root");
-                let parts: Vec<String> =
-                    relative.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect();
-                out.push(parts.join("/"));
-            }
-        }
+    for path in files_below(root)? {
+        let relative = path.strip_prefix(root).map_err(|_| bad(root, format!("{} is outside", path.display())))?;
+        let parts: Vec<String> = relative.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect();
+        out.push(parts.join("/"));
     }
     Ok(out)
 }

@@ -9,6 +9,7 @@ use std::path::Path;
 
 use difi_core::error::{Error, Result};
 
+use crate::limits::check_image_size;
 use crate::pixels::{encode_png, is_power_of_two};
 use crate::sources;
 use crate::transform::{Transform, apply};
@@ -38,6 +39,9 @@ pub struct ConvertSummary {
 /// Converts `source` into a new dataset at `dest` (`.zip` or a folder).
 /// The destination appears only once complete.
 pub fn convert(source: &Path, dest: &Path, options: &ConvertOptions) -> Result<ConvertSummary> {
+    if let Some((width, height)) = options.resolution {
+        check_image_size(width, height).map_err(|e| Error::config("resolution", e))?;
+    }
     let source_images = sources::open(source, options.max_images)?;
     let mut writer = DatasetWriter::create(dest)?;
     let progress = indicatif::ProgressBar::new(source_images.count as u64);

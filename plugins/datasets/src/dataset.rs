@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
 use crate::archive::ImageArchive;
+use crate::limits::MAX_CLASSES;
 use crate::loader::epoch_order;
 
 /// Parameters of the `zip` and `folder` dataset plugins.
@@ -25,7 +26,8 @@ pub struct ImageDatasetParams {
     pub use_labels: Option<bool>,
     /// Use a seeded random subset of at most this many images.
     pub max_size: Option<usize>,
-    /// Number of classes the labels must fit (e.g. the teacher's); default: largest label + 1.
+    /// Number of classes the labels must fit (e.g. the teacher's), at most
+    /// [`MAX_CLASSES`]; default: largest label + 1.
     pub label_dim: Option<i64>,
 }
 
@@ -54,10 +56,14 @@ impl ImageDataset {
         }
         let use_labels = params.use_labels.unwrap_or(true) && archive.labels().is_some();
         let mut label_dim = if use_labels { archive.label_dim() } else { 0 };
+        if let Some(expected) = params.label_dim
+            && !(0..=MAX_CLASSES).contains(&expected)
+        {
+            return Err(Error::config("label_dim", format!("must be in 0..={MAX_CLASSES}, got {expected}")));
+        }
         if let (Some(expected), true) = (params.label_dim, use_labels) {
-            if archive.label_dim() > expected {
-                let labels = archive.labels().expect("labelled");
-                let (i, l) = labels.iter().enumerate().find(|(_, l)| **l >= expected).expect("a label out of range");
+            let labels = archive.labels().unwrap_or_default();
+            if let Some((i, l)) = labels.iter().enumerate().find(|(_, l)| **l >= expected) {
                 return Err(Error::checkpoint(
                     archive.path(),
                     format!("the label {l} of {} is out of range for {expected} classes", archive.names()[i]),

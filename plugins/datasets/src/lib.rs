@@ -4,13 +4,18 @@
 //! `folder` dataset plugins.
 
 pub mod archive;
+pub mod bounded_read;
 pub mod convert;
 pub mod dataset;
+pub mod destination;
 pub mod export;
+pub mod limits;
 pub mod loader;
+pub mod metadata;
 pub mod pixels;
 pub mod sources;
 pub mod transform;
+pub mod walk;
 pub mod writer;
 
 pub use archive::ImageArchive;

@@ -6,6 +6,8 @@ use std::io::Cursor;
 use difi_core::error::{Error, Result, TorchContext};
 use tch::{Kind, Tensor};
 
+use crate::limits::{MAX_PIXELS, MAX_SIDE, check_image_size};
+
 /// A decoded 8-bit image, pixels row-major with interleaved channels (HWC).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Pixels {
@@ -49,13 +51,26 @@ impl Pixels {
 }
 
 /// Width, height and channels of a PNG from its header, or why it is not an
-/// 8-bit grayscale or RGB PNG.
+/// 8-bit grayscale or RGB PNG within [`MAX_SIDE`](crate::limits::MAX_SIDE)
+/// and [`MAX_PIXELS`](crate::limits::MAX_PIXELS).
 pub fn png_header(bytes: &[u8]) -> std::result::Result<(usize, usize, usize), String> {
-    let mut decoder = png::Decoder::new(Cursor::new(bytes));
+    let mut decoder = png_decoder(bytes);
     let info = decoder.read_header_info().map_err(|e| format!("not a readable PNG ({e})"))?;
+    let (width, height) = (info.width as usize, info.height as usize);
+    check_image_size(width, height)?;
     let channels = channels_of(info.color_type, info.bit_depth)?;
-    Ok((info.width as usize, info.height as usize, channels))
+    Ok((width, height, channels))
 }
+
+/// A PNG decoder whose own buffers are bounded by what an image within the
+/// limits needs.
+fn png_decoder(bytes: &[u8]) -> png::Decoder<Cursor<&[u8]>> {
+    png::Decoder::new_with_limits(Cursor::new(bytes), png::Limits { bytes: MAX_DECODED_BYTES })
+}
+
+/// The bytes of the largest decoded image allowed, with room for the
+/// decoder's row buffers.
+const MAX_DECODED_BYTES: usize = MAX_PIXELS * 4 + (1 << 20);
 
 fn channels_of(color: png::ColorType, depth: png::BitDepth) -> std::result::Result<usize, String> {
     if depth != png::BitDepth::Eight {
@@ -68,9 +83,12 @@ fn channels_of(color: png::ColorType, depth: png::BitDepth) -> std::result::Resu
     }
 }
 
-/// Decodes an 8-bit grayscale or RGB PNG.
+/// Decodes an 8-bit grayscale or RGB PNG, refusing one whose header
+/// announces more than the limits before anything is allocated for pixels.
 pub fn decode_png(bytes: &[u8]) -> std::result::Result<Pixels, String> {
-    let decoder = png::Decoder::new(Cursor::new(bytes));
+    let mut decoder = png_decoder(bytes);
+    let header = decoder.read_header_info().map_err(|e| format!("not a readable PNG ({e})"))?;
+    check_image_size(header.width as usize, header.height as usize)?;
     let mut reader = decoder.read_info().map_err(|e| format!("not a readable PNG ({e})"))?;
     let (color, depth) = (reader.info().color_type, reader.info().bit_depth);
     let channels = channels_of(color, depth)?;
@@ -83,11 +101,25 @@ pub fn decode_png(bytes: &[u8]) -> std::result::Result<Pixels, String> {
 
 /// Decodes any image the converter accepts from a folder: 8-bit PNG exactly
 /// as above, JPEG (and palette or alpha PNGs are refused, as EDM's tool does).
+/// The size is checked from the header before decoding.
 pub fn decode_image(bytes: &[u8], extension: &str) -> std::result::Result<Pixels, String> {
     if extension.eq_ignore_ascii_case("png") {
         return decode_png(bytes);
     }
-    let image = image::load_from_memory(bytes).map_err(|e| format!("not a readable image ({e})"))?;
+    let reader = || {
+        image::ImageReader::new(Cursor::new(bytes))
+            .with_guessed_format()
+            .map_err(|e| format!("not a readable image ({e})"))
+    };
+    let (width, height) = reader()?.into_dimensions().map_err(|e| format!("not a readable image ({e})"))?;
+    check_image_size(width as usize, height as usize)?;
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_SIDE as u32);
+    limits.max_image_height = Some(MAX_SIDE as u32);
+    limits.max_alloc = Some(MAX_DECODED_BYTES as u64);
+    let mut decoder = reader()?;
+    decoder.limits(limits);
+    let image = decoder.decode().map_err(|e| format!("not a readable image ({e})"))?;
     match image {
         image::DynamicImage::ImageLuma8(gray) => Ok(Pixels {
             width: gray.width() as usize,
@@ -139,5 +171,32 @@ mod tests {
             assert_eq!(Pixels::from_tensor(&tensor).unwrap(), pixels);
         }
         assert!(decode_png(b"not a png").unwrap_err().contains("not a readable PNG"));
+    }
+
+    /// A PNG signature and an IHDR chunk announcing `width × height` 8-bit
+    /// grayscale, and no pixel data.
+    fn header_only_png(width: u32, height: u32) -> Vec<u8> {
+        let mut ihdr = b"IHDR".to_vec();
+        ihdr.extend(width.to_be_bytes());
+        ihdr.extend(height.to_be_bytes());
+        ihdr.extend([8, 0, 0, 0, 0]);
+        let mut crc = flate2::Crc::new();
+        crc.update(&ihdr);
+        let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+        png.extend(13u32.to_be_bytes());
+        png.extend(&ihdr);
+        png.extend(crc.sum().to_be_bytes());
+        png
+    }
+
+    #[test]
+    fn huge_headers_are_refused_before_decoding() {
+        assert_eq!(png_header(&header_only_png(64, 64)).unwrap(), (64, 64, 1));
+        for (width, height) in [(32768, 32768), (1 << 30, 1 << 30), (8192, 8192), (1, 9000)] {
+            let png = header_only_png(width, height);
+            let err = png_header(&png).unwrap_err();
+            assert!(err.contains(&format!("{width}x{height} pixels, more than")), "{err}");
+            assert_eq!(decode_png(&png).unwrap_err(), err);
+        }
     }
 }

@@ -11,6 +11,8 @@ use difi_core::error::{Error, Result};
 use zip::ZipWriter;
 use zip::write::SimpleFileOptions;
 
+use crate::destination::refuse_existing;
+
 enum Target {
     Zip(Box<ZipWriter<BufWriter<File>>>),
     Folder,
@@ -27,15 +29,7 @@ impl DatasetWriter {
     /// Starts a ZIP archive (destination ends in `.zip`) or a folder. An
     /// existing destination is refused, so no earlier dataset is lost.
     pub fn create(dest: &Path) -> Result<Self> {
-        if dest.exists() {
-            return Err(Error::io(
-                dest,
-                std::io::Error::new(
-                    std::io::ErrorKind::AlreadyExists,
-                    "exists; remove it or choose another destination",
-                ),
-            ));
-        }
+        refuse_existing(dest)?;
         let name = dest.file_name().ok_or_else(|| Error::config("dest", "the destination needs a file name"))?;
         let partial = dest.with_file_name(format!(".{}.partial", name.to_string_lossy()));
         if let Some(parent) = dest.parent().filter(|p| !p.as_os_str().is_empty()) {

@@ -1,8 +1,9 @@
 //! CIFAR-10's python tarball (`cifar-10-python.tar.gz`): the five training
 //! batches, each a pickle of `{data: uint8 [10000, 3072], labels: [int]}`,
-//! read with difi's pickle reader (nothing executed).
+//! read with difi's pickle reader (nothing executed). The tarball is
+//! inflated through a bound ([`MAX_CIFAR_TAR_BYTES`]), each batch read with
+//! one ([`MAX_CIFAR_BATCH_BYTES`]).
 
-use std::io::Read;
 use std::path::Path;
 
 use difi_core::error::{Error, Result};
@@ -10,6 +11,8 @@ use difi_formats::pickle::{self, Value};
 use flate2::read::GzDecoder;
 
 use super::{Source, SourceImage, limit};
+use crate::bounded_read::{Capped, read_at_most};
+use crate::limits::{MAX_CIFAR_BATCH_BYTES, MAX_CIFAR_TAR_BYTES};
 use crate::pixels::Pixels;
 
 const SIDE: usize = 32;
@@ -17,15 +20,21 @@ const SIDE: usize = 32;
 /// Opens the tarball and reads its training batches.
 pub fn open(path: &Path, max_images: Option<usize>) -> Result<Source> {
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let mut tar = tar::Archive::new(GzDecoder::new(file));
-    let mut batches: Vec<Option<(Vec<u8>, Vec<i64>)>> = vec![None; 5];
+    let mut tar = tar::Archive::new(Capped::new(GzDecoder::new(file), MAX_CIFAR_TAR_BYTES));
+    let mut batches: [Option<(Vec<u8>, Vec<i64>)>; 5] = Default::default();
     let entries = tar.entries().map_err(|e| Error::checkpoint(path, format!("not a readable tar.gz ({e})")))?;
     for entry in entries {
         let mut entry = entry.map_err(|e| Error::checkpoint(path, format!("corrupt tarball ({e})")))?;
         let name = entry.path().map_err(|e| Error::checkpoint(path, e.to_string()))?.to_string_lossy().into_owned();
         let Some(k) = (1..=5).find(|k| name == format!("cifar-10-batches-py/data_batch_{k}")) else { continue };
-        let mut bytes = Vec::new();
-        entry.read_to_end(&mut bytes).map_err(|e| Error::checkpoint(path, format!("{name}: {e}")))?;
+        if entry.size() > MAX_CIFAR_BATCH_BYTES {
+            return Err(Error::checkpoint(
+                path,
+                format!("{name} is {} bytes; a CIFAR-10 batch is at most {MAX_CIFAR_BATCH_BYTES}", entry.size()),
+            ));
+        }
+        let bytes = read_at_most(&mut entry, MAX_CIFAR_BATCH_BYTES)
+            .map_err(|e| Error::checkpoint(path, format!("{name}: {e}")))?;
         batches[k - 1] = Some(read_batch(&bytes).map_err(|e| Error::checkpoint(path, format!("{name}: {e}")))?);
     }
     let mut pixels = Vec::new();
@@ -105,7 +114,7 @@ fn numpy_uint8(value: &Value) -> std::result::Result<(Vec<usize>, Vec<u8>), Stri
         .as_sequence()
         .ok_or("numpy shape")?
         .iter()
-        .map(|d| d.as_int().map(|d| d as usize).ok_or("numpy shape"))
+        .map(|d| d.as_int().and_then(|d| usize::try_from(d).ok()).ok_or("numpy shape"))
         .collect::<std::result::Result<_, _>>()?;
     let descr = dtype.as_object().and_then(|d| d.args.first()).and_then(text_of).ok_or("numpy dtype")?;
     if descr != "u1" {
@@ -115,7 +124,8 @@ fn numpy_uint8(value: &Value) -> std::result::Result<(Vec<usize>, Vec<u8>), Stri
         return Err("Fortran-ordered arrays are not supported".into());
     }
     let raw = bytes_of(raw).ok_or("numpy data")?;
-    if raw.len() != shape.iter().product::<usize>() {
+    let elements = shape.iter().try_fold(1usize, |n, d| n.checked_mul(*d));
+    if elements != Some(raw.len()) {
         return Err("numpy data does not match its shape".into());
     }
     Ok((shape, raw))

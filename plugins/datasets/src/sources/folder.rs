@@ -1,6 +1,8 @@
 //! Image folders and existing dataset archives as sources. Labels come from
 //! `dataset.json` when it gives them, else from the top-level folder names
 //! (sorted, numbered from 0) when there are several, as EDM's tool does.
+//! Links to folders are refused, sizes and labels bounded (see [`crate::walk`]
+//! and [`crate::limits`]).
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -9,7 +11,11 @@ use difi_core::error::{Error, Result};
 
 use super::{Source, SourceImage, limit};
 use crate::archive::{ImageArchive, METADATA};
+use crate::bounded_read::read_at_most;
+use crate::limits::{MAX_CLASSES, MAX_FILE_BYTES, MAX_FILES};
+use crate::metadata::parse_labels;
 use crate::pixels::decode_image;
+use crate::walk::files_below;
 
 const IMAGE_EXTENSIONS: [&str; 4] = ["png", "jpg", "jpeg", "bmp"];
 
@@ -19,20 +25,15 @@ fn extension(path: &Path) -> Option<String> {
 
 /// Files under `root`, sorted as Python sorts `Path.rglob('*')` (by path components).
 fn walk(root: &Path) -> Result<Vec<PathBuf>> {
-    let mut files = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).map_err(|e| Error::io(&dir, e))? {
-            let path = entry.map_err(|e| Error::io(&dir, e))?.path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                files.push(path);
-            }
-        }
-    }
+    let mut files = files_below(root)?;
     files.sort_by(|a, b| a.components().cmp(b.components()));
     Ok(files)
+}
+
+/// The whole of a file, at most [`MAX_FILE_BYTES`].
+fn read_file(path: &Path) -> Result<Vec<u8>> {
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    read_at_most(file, MAX_FILE_BYTES).map_err(|e| Error::io(path, e))
 }
 
 fn relative(root: &Path, path: &Path) -> String {
@@ -45,24 +46,10 @@ fn relative(root: &Path, path: &Path) -> String {
     parts.join("/")
 }
 
-/// `name → class` from a `dataset.json`, or none when it is absent or says `null`.
+/// `name → class` from a `dataset.json`, or none when it says `null`.
 fn labels_from_metadata(bytes: &[u8], source: &Path) -> Result<HashMap<String, i64>> {
-    let json: serde_json::Value =
-        serde_json::from_slice(bytes).map_err(|e| Error::checkpoint(source, format!("{METADATA} is not JSON: {e}")))?;
-    let mut labels = HashMap::new();
-    if let Some(entries) = json.get("labels").and_then(|l| l.as_array()) {
-        for entry in entries {
-            let pair = entry.as_array().filter(|p| p.len() == 2);
-            let (Some(name), Some(label)) = (pair.and_then(|p| p[0].as_str()), pair.and_then(|p| p[1].as_i64())) else {
-                return Err(Error::checkpoint(source, format!("{METADATA}: `{entry}` is not a [name, class] pair")));
-            };
-            if label < 0 {
-                return Err(Error::checkpoint(source, format!("{METADATA}: the label of {name} is negative")));
-            }
-            labels.insert(name.to_string(), label);
-        }
-    }
-    Ok(labels)
+    let pairs = parse_labels(bytes, MAX_FILES, &mut |_| Ok(())).map_err(|e| Error::checkpoint(source, e))?;
+    Ok(pairs.unwrap_or_default().into_iter().collect())
 }
 
 /// An image folder (EDM's `open_image_folder`).
@@ -73,22 +60,25 @@ pub fn open(root: &Path, max_images: Option<usize>) -> Result<Source> {
         .collect();
     let names: Vec<String> = images.iter().map(|p| relative(root, p)).collect();
     let metadata = root.join(METADATA);
-    let mut labels = if metadata.is_file() {
-        labels_from_metadata(&std::fs::read(&metadata).map_err(|e| Error::io(&metadata, e))?, &metadata)?
-    } else {
-        HashMap::new()
-    };
+    let mut labels =
+        if metadata.is_file() { labels_from_metadata(&read_file(&metadata)?, &metadata)? } else { HashMap::new() };
     if labels.is_empty() {
         let top = |name: &str| name.split_once('/').map_or(String::new(), |(t, _)| t.to_string());
         let folders: BTreeSet<String> = names.iter().map(|n| top(n)).collect();
+        if folders.len() as u64 > MAX_CLASSES as u64 {
+            return Err(Error::checkpoint(
+                root,
+                format!("has {} top-level folders; as classes that is more than {MAX_CLASSES}", folders.len()),
+            ));
+        }
         if folders.len() > 1 {
-            let index: HashMap<&String, i64> = folders.iter().enumerate().map(|(i, f)| (f, i as i64)).collect();
-            labels = names.iter().map(|n| (n.clone(), index[&top(n)])).collect();
+            let index: HashMap<String, i64> = folders.into_iter().zip(0..).collect();
+            labels = names.iter().filter_map(|n| Some((n.clone(), *index.get(&top(n))?))).collect();
         }
     }
     let count = limit(images.len(), max_images);
     let iter = images.into_iter().zip(names).take(count).map(move |(path, name)| {
-        let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+        let bytes = read_file(&path)?;
         let pixels =
             decode_image(&bytes, &extension(&path).unwrap_or_default()).map_err(|e| Error::checkpoint(&path, e))?;
         Ok(SourceImage { pixels, label: labels.get(&name).copied() })
