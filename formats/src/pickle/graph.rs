@@ -144,9 +144,8 @@ impl Graph {
                 },
             }
         };
-        let list = |items: &[Slot], get: &mut dyn FnMut(&Slot) -> Value| -> Rc<[Value]> {
-            items.iter().map(|s| get(s)).collect()
-        };
+        let list =
+            |items: &[Slot], get: &mut dyn FnMut(&Slot) -> Value| -> Rc<[Value]> { items.iter().map(get).collect() };
         let pairs = |items: &[(Slot, Slot)], get: &mut dyn FnMut(&Slot) -> Value| -> Vec<(Value, Value)> {
             items.iter().map(|(k, v)| (get(k), get(v))).collect()
         };

@@ -5,7 +5,7 @@
 /// An `.npy` with `header` (padded as numpy pads it) followed by `data`.
 pub fn npy(header: &str, data: &[u8]) -> Vec<u8> {
     let mut text = header.to_string();
-    while (10 + text.len() + 1) % 64 != 0 {
+    while !(10 + text.len() + 1).is_multiple_of(64) {
         text.push(' ');
     }
     text.push('\n');
