@@ -58,7 +58,9 @@ fn main() -> ExitCode {
         eprintln!("no target `{name}` (difi-fuzz --list shows them)");
         return ExitCode::from(2);
     };
-    match run(&args, target) {
+    let result = run(&args, target);
+    targets::remove_scratch_dir();
+    match result {
         Ok(code) => code,
         Err(err) => {
             eprintln!("difi-fuzz: {err}");

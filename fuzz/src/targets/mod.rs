@@ -114,6 +114,11 @@ pub(crate) fn scratch_dir() -> &'static Path {
     })
 }
 
+/// Removes this process's scratch directory (best effort: it only holds the last input).
+pub fn remove_scratch_dir() {
+    let _ = std::fs::remove_dir_all(scratch_dir());
+}
+
 /// The origin reported in errors of in-memory targets.
 pub(crate) fn origin() -> &'static Path {
     Path::new("fuzz-input")
