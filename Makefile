@@ -8,7 +8,7 @@ DEMO_RUN ?= runs/demo
 TOY_RUN ?= runs/toy
 FMNIST ?= /usr/share/datasets/fashion-mnist
 
-.PHONY: setup build demo toy test lint teacher-data teacher clean-runs
+.PHONY: setup build demo toy test lint fuzz teacher-data teacher clean-runs
 
 setup:
 	./scripts/setup.sh
@@ -38,6 +38,17 @@ test: setup
 lint: setup
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+# Fuzzes every reader of untrusted files for FUZZ_SECONDS each (difi-fuzz
+# --list names them); fails if any target has findings, which are left in
+# fuzz/findings/ (replay one with difi-fuzz TARGET --replay FILE).
+FUZZ_SECONDS ?= 60
+FUZZ_SEED ?= 1
+fuzz: setup
+	$(CARGO) build -p difi-fuzz
+	status=0; for target in $$(./target/debug/difi-fuzz --list | cut -d' ' -f1); do \
+		OMP_NUM_THREADS=1 ./target/debug/difi-fuzz $$target --seconds $(FUZZ_SECONDS) --seed $(FUZZ_SEED) || status=1; \
+	done; exit $$status
 
 # Fashion-MNIST (Debian's dataset-fashion-mnist) at 16x16, for training the teacher.
 teacher-data: build

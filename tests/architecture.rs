@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use common::root;
 
 /// Library crates, lowest first: each may depend only on crates before it.
-const LAYERS: [(&str, &str); 9] = [
+const LAYERS: [(&str, &str); 10] = [
     ("core", "difi-core"),
     ("torch-ext", "difi-torch-ext"),
     ("formats", "difi-formats"),
@@ -20,6 +20,7 @@ const LAYERS: [(&str, &str); 9] = [
     ("train", "difi-train"),
     ("plugins/datasets", "difi-datasets"),
     ("plugins/sds", "difi-plugin-sds"),
+    ("fuzz", "difi-fuzz"),
 ];
 
 /// The difi crates named in `[dependencies]` of a manifest (not dev-dependencies).

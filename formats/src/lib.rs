@@ -8,12 +8,14 @@
 //! | [`torch_legacy`] | tensors inside pickled networks (torch's legacy storage format) |
 //! | [`torch_persistence`] | `torch_utils.persistence` network pickles (EDM, StyleGAN2-ADA) |
 //! | [`weights`] | safetensors weight files under the reference parameter names |
-//! | [`npz`] | NumPy `.npy` / `.npz` (samples, features, FID statistics) |
+//! | [`npy`] | the NumPy array encoding inside `.npy` and `.npz` |
+//! | [`npz`] | NumPy `.npy` / `.npz` files (samples, features, FID statistics) |
 //! | [`image`] | float images ↔ uint8, PNG files and grids |
 //! | [`atomic`] | writes through a temporary file and a rename |
 
 pub mod atomic;
 pub mod image;
+pub mod npy;
 pub mod npz;
 pub mod pickle;
 pub mod torch_legacy;

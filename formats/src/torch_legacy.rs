@@ -85,11 +85,19 @@ pub fn load_legacy_storage(bytes: &[u8]) -> Result<Tensor> {
     let keys = keys.as_sequence().ok_or_else(|| bad("storage keys are not a list"))?;
     let element = kind.elt_size_in_bytes();
     for key in keys {
-        let count_bytes = bytes.get(pos..pos + 8).ok_or_else(|| bad("truncated storage"))?;
-        let count = u64::from_le_bytes(count_bytes.try_into().expect("8 bytes")) as usize;
+        let mut count_bytes = [0u8; 8];
+        count_bytes.copy_from_slice(bytes.get(pos..pos + 8).ok_or_else(|| bad("truncated storage"))?);
+        let count = u64::from_le_bytes(count_bytes);
         pos += 8;
-        let len = count.checked_mul(element).ok_or_else(|| bad("storage size overflows"))?;
-        let data = bytes.get(pos..pos + len).ok_or_else(|| bad(format!("truncated storage: {len} bytes announced")))?;
+        // The element count comes from the file: it is checked against the
+        // bytes present before anything is allocated.
+        let len = usize::try_from(count)
+            .ok()
+            .and_then(|count| count.checked_mul(element))
+            .ok_or_else(|| bad(format!("storage of {count} elements overflows")))?;
+        let data = pos.checked_add(len).and_then(|end| bytes.get(pos..end)).ok_or_else(|| {
+            bad(format!("truncated storage: {count} elements ({len} bytes) announced, {} present", bytes.len() - pos))
+        })?;
         pos += len;
         if key.as_str() == Some(wanted) {
             return Tensor::f_from_data_size(data, &[count as i64], kind).ctx("storage");
@@ -107,15 +115,37 @@ fn ints(value: &Value, what: &str) -> Result<Vec<i64>> {
         .collect()
 }
 
-/// The tensor a pickled value rebuilds: `_rebuild_tensor_v2(...)`,
-/// `_rebuild_parameter(...)` or `_rebuild_parameter_with_state(...)`, with a
-/// storage from `_load_from_bytes(...)`. Returns a contiguous CPU tensor.
-pub fn rebuild_tensor(value: &Value) -> Result<Tensor> {
-    let object = value.as_object().ok_or_else(|| bad("not a tensor"))?;
-    if object.is("torch._utils", "_rebuild_parameter") || object.is("torch._utils", "_rebuild_parameter_with_state") {
-        let data = object.args.first().ok_or_else(|| bad("parameter without data"))?;
-        return rebuild_tensor(data);
+/// A tensor as pickled: a view (offset, sizes, strides, in elements) into
+/// the storage serialized in `storage`.
+pub struct TensorView<'a> {
+    /// The argument of `torch.storage._load_from_bytes`.
+    pub storage: &'a std::rc::Rc<[u8]>,
+    pub offset: i64,
+    pub size: Vec<i64>,
+    pub stride: Vec<i64>,
+}
+
+impl TensorView<'_> {
+    /// Elements of the view (sizes are checked non-negative and their product bounded when parsed).
+    pub fn numel(&self) -> i64 {
+        self.size.iter().product()
     }
+}
+
+/// Reads what a pickled tensor refers to, without decoding its storage:
+/// `_rebuild_tensor_v2(...)`, `_rebuild_parameter(...)` or
+/// `_rebuild_parameter_with_state(...)` around `_load_from_bytes(...)`.
+pub fn tensor_view(value: &Value) -> Result<TensorView<'_>> {
+    let mut value = value;
+    let object = loop {
+        let object = value.as_object().ok_or_else(|| bad("not a tensor"))?;
+        if object.is("torch._utils", "_rebuild_parameter") || object.is("torch._utils", "_rebuild_parameter_with_state")
+        {
+            value = object.args.first().ok_or_else(|| bad("parameter without data"))?;
+            continue;
+        }
+        break object;
+    };
     if !object.is("torch._utils", "_rebuild_tensor_v2") && !object.is("torch._utils", "_rebuild_tensor") {
         let name = object.constructor.global_name().map(|(m, n)| format!("{m}.{n}")).unwrap_or_default();
         return Err(bad(format!("`{name}` does not rebuild a plain tensor")));
@@ -126,16 +156,76 @@ pub fn rebuild_tensor(value: &Value) -> Result<Tensor> {
     let storage = storage.as_object().filter(|s| s.is("torch.storage", "_load_from_bytes")).ok_or_else(|| {
         bad("tensor storage is not `torch.storage._load_from_bytes` (was the network saved with torch.save?)")
     })?;
-    let bytes = match storage.args.first() {
+    let storage = match storage.args.first() {
         Some(Value::Bytes(b)) => b,
         _ => return Err(bad("_load_from_bytes without bytes")),
     };
-    let flat = load_legacy_storage(bytes)?;
     let offset = offset.as_int().ok_or_else(|| bad("storage offset is not an integer"))?;
     let (size, stride) = (ints(size, "size")?, ints(stride, "stride")?);
-    let last = size.iter().zip(&stride).map(|(n, s)| (n - 1).max(0) * s).sum::<i64>() + offset;
-    if size.iter().all(|&n| n > 0) && last >= flat.numel() as i64 {
-        return Err(bad(format!("tensor of size {size:?} does not fit its storage of {} elements", flat.numel())));
+    if size.len() != stride.len() || size.len() > MAX_DIMS {
+        return Err(bad(format!("size {size:?} and stride {stride:?} do not describe a tensor")));
     }
-    flat.f_as_strided(&size, &stride, offset).ctx("tensor view")?.f_contiguous().ctx("tensor")
+    if offset < 0 || size.iter().chain(&stride).any(|&n| n < 0) {
+        return Err(bad(format!("negative size, stride or offset: {size:?}, {stride:?}, {offset}")));
+    }
+    if size.iter().try_fold(1i64, |acc, &n| acc.checked_mul(n)).is_none() {
+        return Err(bad(format!("size {size:?} overflows")));
+    }
+    Ok(TensorView { storage, offset, size, stride })
+}
+
+/// Tensors have at most this many dimensions.
+const MAX_DIMS: usize = 64;
+
+/// Checks that `view` lies inside a storage of `elements` elements and that
+/// no two of its elements share a storage element: a view that repeats
+/// elements (stride 0) could expand a few bytes into gigabytes.
+fn check_view(view: &TensorView, elements: i64) -> Result<()> {
+    let TensorView { offset, size, stride, .. } = view;
+    if size.contains(&0) {
+        return Ok(());
+    }
+    let outside = || {
+        bad(format!(
+            "tensor of size {size:?}, stride {stride:?}, offset {offset} does not fit its storage of {elements} elements"
+        ))
+    };
+    let mut last = *offset;
+    for (&n, &s) in size.iter().zip(stride) {
+        last = (n - 1).checked_mul(s).and_then(|span| last.checked_add(span)).ok_or_else(outside)?;
+    }
+    if last >= elements {
+        return Err(outside());
+    }
+    // Non-overlapping: with dimensions ordered by stride, each stride must
+    // step over everything the smaller strides span.
+    let mut dims: Vec<(i64, i64)> = size.iter().zip(stride).filter(|(n, _)| **n > 1).map(|(&n, &s)| (s, n)).collect();
+    dims.sort_unstable();
+    let mut span = 1i64;
+    for (s, n) in dims {
+        if s < span {
+            return Err(bad(format!(
+                "tensor of size {size:?} with stride {stride:?} repeats storage elements (overlapping or zero strides are refused)"
+            )));
+        }
+        span = s.checked_mul(n).ok_or_else(outside)?;
+    }
+    Ok(())
+}
+
+/// The contiguous CPU tensor a checked view selects from its storage.
+pub fn materialize(view: &TensorView) -> Result<Tensor> {
+    let flat = load_legacy_storage(view.storage)?;
+    check_view(view, flat.numel() as i64)?;
+    if view.numel() == 0 {
+        return Tensor::f_empty(&view.size, (flat.kind(), tch::Device::Cpu)).ctx("tensor");
+    }
+    flat.f_as_strided(&view.size, &view.stride, view.offset).ctx("tensor view")?.f_contiguous().ctx("tensor")
+}
+
+/// The tensor a pickled value rebuilds: `_rebuild_tensor_v2(...)`,
+/// `_rebuild_parameter(...)` or `_rebuild_parameter_with_state(...)`, with a
+/// storage from `_load_from_bytes(...)`. Returns a contiguous CPU tensor.
+pub fn rebuild_tensor(value: &Value) -> Result<Tensor> {
+    materialize(&tensor_view(value)?)
 }

@@ -121,6 +121,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
         Some("npy") => {
             let f = difi_formats::npz::read_npy(source)
                 .with_context(|| format!("reading features {}", source.display()))?;
+            if f.dim() != 2 {
+                bail!("{}: features must be a [N, D] array, got shape {:?}", source.display(), f.size());
+            }
             let f = match args.num {
                 Some(n) => f.narrow(0, 0, (n as i64).min(f.size()[0])),
                 None => f,

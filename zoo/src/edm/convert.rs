@@ -32,8 +32,7 @@ pub fn read_edm_pickle(path: &Path) -> Result<ConvertedNetwork> {
     let refuse = |message: String| Error::checkpoint(path, message);
     let root = read_network_pickle(path)?;
     let ema = network_entry(&root, "ema", path)?;
-    let module =
-        PersistentModule::read(ema, "ema").map_err(|e| refuse(format!("{e}; is this an EDM network pickle?")))?;
+    let module = PersistentModule::read(ema, "ema", path)?;
     let precond = PrecondKind::from_class_name(&module.class_name).map_err(|e| refuse(format!("`ema`: {e}")))?;
     let config = EdmNetworkArgs::from_kwargs(precond, &module.init_kwargs)
         .and_then(|args| args.resolve())
