@@ -1,6 +1,6 @@
 # difi: the two entry points of the README, and a few helpers.
 #   make demo   installs everything (first run: torch into .venv) and runs the main job
-#   make test   installs everything and runs all tests
+#   make test   installs everything and runs all tests (and fuzzes the file readers)
 
 CARGO ?= cargo
 DIFI = ./target/release/difi
@@ -32,8 +32,11 @@ toy: build
 	$(DIFI) distill configs/toy-gmm.ron --outdir $(TOY_RUN)
 	$(DIFI) evaluate --run $(TOY_RUN)
 
+# All tests, then a bounded fuzzing run of every reader of untrusted files
+# (FUZZ_SECONDS each; make test FUZZ_SECONDS=0 skips it).
 test: setup
 	$(CARGO) test --workspace
+	[ "$(FUZZ_SECONDS)" = "0" ] || $(MAKE) fuzz
 
 lint: setup
 	$(CARGO) fmt --all -- --check

@@ -1,5 +1,5 @@
 //! `difi-fuzz`: fuzz one reader of untrusted files for a while, or replay
-//! one input through it. See `difi-fuzz --help` and docs/security-formats.md.
+//! one input through it. See `difi-fuzz --help` and docs/security.md.
 
 use std::path::PathBuf;
 use std::process::ExitCode;

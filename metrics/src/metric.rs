@@ -43,18 +43,15 @@ impl FromStr for Metric {
         let body = name.strip_suffix("_full").ok_or_else(bad)?;
         if let Some(rest) = body.strip_prefix("fid") {
             let thousands: usize = rest.strip_suffix('k').and_then(|n| n.parse().ok()).ok_or_else(bad)?;
-            if thousands == 0 {
-                return Err(bad());
-            }
-            return Ok(Metric::Fid { num: thousands * 1000 });
+            return Ok(Metric::Fid { num: samples(thousands).ok_or_else(bad)? });
         }
         if let Some(rest) = body.strip_prefix("pr") {
             let (n, k) = rest.split_once('k').ok_or_else(bad)?;
             let (thousands, k): (usize, i64) = (n.parse().map_err(|_| bad())?, k.parse().map_err(|_| bad())?);
-            if thousands == 0 || k < 1 {
+            if k < 1 {
                 return Err(bad());
             }
-            return Ok(Metric::PrecisionRecall { num: thousands * 1000, k });
+            return Ok(Metric::PrecisionRecall { num: samples(thousands).ok_or_else(bad)?, k });
         }
         Err(bad())
     }
@@ -83,6 +80,14 @@ impl From<Metric> for String {
     }
 }
 
+/// Most samples a metric may ask for (EDM's largest is 50k).
+pub const MAX_METRIC_SAMPLES: usize = 10_000_000;
+
+/// `thousands × 1000` when that is a sample count a metric can use.
+fn samples(thousands: usize) -> Option<usize> {
+    thousands.checked_mul(1000).filter(|&n| n > 0 && n <= MAX_METRIC_SAMPLES)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -95,5 +100,7 @@ mod tests {
         assert!("fid50k".parse::<Metric>().unwrap_err().to_string().contains("fid50k"));
         assert!("is50k_full".parse::<Metric>().is_err());
         assert!("fid0k_full".parse::<Metric>().is_err());
+        assert!("fid4294967296294967296k_full".parse::<Metric>().is_err(), "thousands × 1000 overflows");
+        assert!("pr10001k3_full".parse::<Metric>().is_err(), "more than MAX_METRIC_SAMPLES");
     }
 }

@@ -2,7 +2,7 @@
 //! checked against headers before anything is allocated or decoded, so a
 //! small hostile file can never ask for gigabytes or hours. They are far
 //! above what real datasets need (ImageNet: 1.3 million images, 1,000
-//! classes; EDM's largest datasets: 512×512). `docs/security-datasets.md`
+//! classes; EDM's largest datasets: 512×512). `docs/security.md`
 //! lists them with the tests that cover each.
 
 /// Largest width or height of an image, in pixels.
