@@ -11,7 +11,7 @@ use std::path::PathBuf;
 mod link_torch;
 
 /// Every C++ source of the shim; add new files here as the crate grows.
-const SOURCES: &[&str] = &["csrc/difi_ext.cpp"];
+const SOURCES: &[&str] = &["csrc/difi_ext.cpp", "csrc/multi_tensor.cpp"];
 
 fn main() -> Result<(), Box<dyn Error>> {
     let lib_dir = libtorch_lib_dir()?;
@@ -27,6 +27,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
     let cxx11_abi = env::var("LIBTORCH_CXX11_ABI").unwrap_or_else(|_| "1".to_string());
 
+    println!("cargo:rerun-if-changed=csrc/guarded.h");
     for source in SOURCES {
         println!("cargo:rerun-if-changed={source}");
     }

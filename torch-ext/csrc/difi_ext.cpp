@@ -14,54 +14,11 @@
 //    file quick to compile; never torch/torch.h.
 
 #include <ATen/Context.h>
-#include <c10/util/Exception.h>
 
-#include <cstddef>
-#include <cstring>
-#include <exception>
+#include "guarded.h"
 
-namespace {
+using difi_ext::guarded;
 
-constexpr int kOk = 0;
-constexpr int kTorchError = 1;
-constexpr int kStdError = 2;
-constexpr int kUnknownError = 3;
-
-// Copies `message` into the caller's buffer, truncating to fit and always
-// NUL-terminating (when there is room for at least the terminator).
-void write_error(const char* message, char* error, std::size_t error_len) noexcept {
-  if (error == nullptr || error_len == 0) {
-    return;
-  }
-  std::size_t n = std::strlen(message);
-  if (n >= error_len) {
-    n = error_len - 1;
-  }
-  std::memcpy(error, message, n);
-  error[n] = '\0';
-}
-
-// Runs `body`, turning any exception into a status code and a message. c10
-// errors report the message without libtorch's C++ backtrace, which is noise
-// to a Rust caller.
-template <typename F>
-int guarded(F&& body, char* error, std::size_t error_len) noexcept {
-  try {
-    body();
-    return kOk;
-  } catch (const c10::Error& e) {
-    write_error(e.what_without_backtrace(), error, error_len);
-    return kTorchError;
-  } catch (const std::exception& e) {
-    write_error(e.what(), error, error_len);
-    return kStdError;
-  } catch (...) {
-    write_error("unknown C++ exception", error, error_len);
-    return kUnknownError;
-  }
-}
-
-}  // namespace
 
 extern "C" {
 

@@ -7,11 +7,14 @@
 //! every exception and reports failure as a status code plus a message, which
 //! the wrappers below turn into [`Error`] values.
 //!
-//! Today this holds libtorch's global-context flags; fused optimiser ops, CUDA
-//! graphs and c10d bindings are meant to join it.
+//! It holds libtorch's global-context flags and the multi-tensor updates
+//! ([`multi_tensor`]: fused Adam, foreach lerp); CUDA graphs and c10d
+//! bindings are meant to join it.
 
 use std::ffi::{CStr, c_char, c_int};
 use std::fmt;
+
+pub mod multi_tensor;
 
 /// Status codes of the shim, mirrored from `csrc/difi_ext.cpp`.
 const STATUS_OK: c_int = 0;
@@ -49,6 +52,11 @@ pub enum ErrorKind {
 }
 
 impl Error {
+    /// A call refused on the Rust side, before reaching C++.
+    fn invalid(operation: &'static str, message: String) -> Self {
+        Error { operation, kind: ErrorKind::Unknown, message }
+    }
+
     /// The Rust function whose C++ side failed.
     pub fn operation(&self) -> &'static str {
         self.operation

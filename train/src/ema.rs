@@ -43,13 +43,13 @@ impl Ema {
         Ok(Ema { pairs })
     }
 
-    /// `ema ← β·ema + (1−β)·θ`.
+    /// `ema ← β·ema + (1−β)·θ`, every tensor in one multi-tensor call.
     pub fn update(&self, beta: f64) -> Result<()> {
         let _guard = tch::no_grad_guard();
-        for (ema, param) in &self.pairs {
-            let _ = ema.shallow_clone().f_lerp_(param, 1.0 - beta).ctx("ema update")?;
-        }
-        Ok(())
+        let (emas, params): (Vec<Tensor>, Vec<Tensor>) =
+            self.pairs.iter().map(|(ema, param)| (ema.shallow_clone(), param.shallow_clone())).unzip();
+        difi_torch_ext::multi_tensor::foreach_lerp(&emas, &params, 1.0 - beta)
+            .map_err(|e| difi_core::error::Error::Plugin { plugin: "ema update".into(), message: e.to_string() })
     }
 }
 

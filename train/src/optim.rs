@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use difi_core::error::{Error, Result, TorchContext};
 use serde::{Deserialize, Serialize};
-use tch::Tensor;
+use tch::{Kind, Tensor};
 
 /// What an update does with non-finite values.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,6 +37,12 @@ pub struct AdamConfig {
     pub loss_scale: f64,
     /// `"skip"` or `"clamp"` (the reference's): see [`NonFinite`].
     pub nonfinite: NonFinite,
+    /// One multi-tensor step for all parameters (PyTorch's `fused=True`);
+    /// `false` (the default for now) updates tensor by tensor, with the same
+    /// arithmetic in another order. Off by default until the toy bar is
+    /// robust to it: with it on, SiD's 8-mode run ends at 0.51% energy
+    /// excess instead of 0.11% (rounding differences grow in that run).
+    pub fused: bool,
 }
 
 impl Default for AdamConfig {
@@ -48,6 +54,7 @@ impl Default for AdamConfig {
             warmup_kimg: 0.0,
             loss_scale: 1.0,
             nonfinite: NonFinite::Skip,
+            fused: false,
         }
     }
 }
@@ -87,6 +94,11 @@ pub struct Adam {
     params: Vec<(String, Tensor)>,
     exp_avg: Vec<Tensor>,
     exp_avg_sq: Vec<Tensor>,
+    /// `steps` as one float32 scalar per parameter on its device, which the
+    /// fused step reads and increments; `None` when the parameters do not
+    /// share a device and floating dtype (then every update takes the
+    /// per-tensor path).
+    fused_steps: Option<Vec<Tensor>>,
     steps: u64,
     skipped: u64,
 }
@@ -104,7 +116,15 @@ impl Adam {
         let zeros = |t: &Tensor| t.f_zeros_like().ctx("adam state");
         let exp_avg = params.iter().map(|(_, t)| zeros(t)).collect::<Result<_>>()?;
         let exp_avg_sq = params.iter().map(|(_, t)| zeros(t)).collect::<Result<_>>()?;
-        Ok(Adam { config, params, exp_avg, exp_avg_sq, steps: 0, skipped: 0 })
+        let fused_steps = (config.fused && fusable(&params))
+            .then(|| {
+                params
+                    .iter()
+                    .map(|(_, t)| Tensor::f_zeros([], (Kind::Float, t.device())).ctx("adam steps"))
+                    .collect::<Result<Vec<_>>>()
+            })
+            .transpose()?;
+        Ok(Adam { config, params, exp_avg, exp_avg_sq, fused_steps, steps: 0, skipped: 0 })
     }
 
     /// Number of updates applied so far.
@@ -161,31 +181,73 @@ impl Adam {
         self.skipped += 1;
     }
 
-    /// One update at learning rate `lr` from the accumulated gradients.
+    /// One update at learning rate `lr` from the accumulated gradients: one
+    /// fused multi-tensor step when every parameter has a gradient and they
+    /// share a device and dtype, else tensor by tensor (the same arithmetic).
     pub fn apply(&mut self, lr: f64) -> Result<()> {
-        let (beta1, beta2) = self.config.betas;
+        let _guard = tch::no_grad_guard();
+        let mut grads = Vec::with_capacity(self.params.len());
+        for (_, param) in &self.params {
+            let mut grad = param.f_grad().ctx("read gradient")?;
+            if grad.defined() {
+                let _ = match self.config.nonfinite {
+                    NonFinite::Skip => grad.f_nan_to_num_(0.0, 0.0, 0.0),
+                    NonFinite::Clamp => grad.f_nan_to_num_(0.0, 1e5, -1e5),
+                }
+                .ctx("replace non-finite gradients")?;
+            }
+            grads.push(grad);
+        }
         self.steps += 1;
+        match &self.fused_steps {
+            Some(steps) if grads.iter().all(Tensor::defined) => {
+                let params: Vec<Tensor> = self.params.iter().map(|(_, p)| p.shallow_clone()).collect();
+                difi_torch_ext::multi_tensor::fused_adam(
+                    &params,
+                    &grads,
+                    &self.exp_avg,
+                    &self.exp_avg_sq,
+                    steps,
+                    lr,
+                    self.config.betas,
+                    self.config.eps,
+                )
+                .map_err(|e| Error::Plugin { plugin: "adam".into(), message: e.to_string() })
+            }
+            _ => {
+                self.apply_per_tensor(&grads, lr)?;
+                self.sync_fused_steps()
+            }
+        }
+    }
+
+    /// The update of [`apply`](Self::apply), one tensor at a time.
+    fn apply_per_tensor(&mut self, grads: &[Tensor], lr: f64) -> Result<()> {
+        let (beta1, beta2) = self.config.betas;
         let t = self.steps as i32;
         let bias1 = 1.0 - beta1.powi(t);
         let bias2_sqrt = (1.0 - beta2.powi(t)).sqrt();
-        let _guard = tch::no_grad_guard();
         for (i, (_, param)) in self.params.iter_mut().enumerate() {
-            let mut grad = param.f_grad().ctx("read gradient")?;
+            let grad = &grads[i];
             if !grad.defined() {
                 continue;
             }
-            let _ = match self.config.nonfinite {
-                NonFinite::Skip => grad.f_nan_to_num_(0.0, 0.0, 0.0),
-                NonFinite::Clamp => grad.f_nan_to_num_(0.0, 1e5, -1e5),
-            }
-            .ctx("replace non-finite gradients")?;
-            let _ = self.exp_avg[i].f_lerp_(&grad, 1.0 - beta1).ctx("adam m")?;
+            let _ = self.exp_avg[i].f_lerp_(grad, 1.0 - beta1).ctx("adam m")?;
             let grad_sq = grad.f_square().ctx("adam v")?;
             let _ = self.exp_avg_sq[i].f_lerp_(&grad_sq, 1.0 - beta2).ctx("adam v")?;
             let denom =
                 (self.exp_avg_sq[i].f_sqrt().ctx("adam")? / bias2_sqrt + self.config.eps).f_reciprocal().ctx("adam")?;
             let update = (&self.exp_avg[i] * denom).f_mul_scalar(lr / bias1).ctx("adam")?;
             let _ = param.f_sub_(&update).ctx("adam update")?;
+        }
+        Ok(())
+    }
+
+    /// Sets the fused step counters to `steps` (after a per-tensor update or
+    /// a restore).
+    fn sync_fused_steps(&mut self) -> Result<()> {
+        for step in self.fused_steps.iter_mut().flatten() {
+            let _ = step.f_fill_(self.steps as f64).ctx("adam steps")?;
         }
         Ok(())
     }
@@ -224,8 +286,17 @@ impl Adam {
             }
         }
         self.steps = steps;
-        Ok(())
+        self.sync_fused_steps()
     }
+}
+
+/// Whether the fused step applies: parameters on one device, all of one
+/// floating dtype (as torch.optim groups them for `fused=True`).
+fn fusable(params: &[(String, Tensor)]) -> bool {
+    let Some((_, first)) = params.first() else { return false };
+    let (device, kind) = (first.device(), first.kind());
+    matches!(kind, Kind::Float | Kind::Double | Kind::Half | Kind::BFloat16)
+        && params.iter().all(|(_, t)| t.device() == device && t.kind() == kind)
 }
 
 #[cfg(test)]
@@ -236,6 +307,49 @@ mod tests {
 
     fn variables(vs: &VarStore) -> Vec<(String, Tensor)> {
         vs.variables().into_iter().collect()
+    }
+
+    #[test]
+    fn the_fused_step_matches_the_per_tensor_one() {
+        tch::manual_seed(1);
+        let make = || {
+            let vs = VarStore::new(Device::Cpu);
+            let root = vs.root();
+            let _ = root.var_copy("a", &Tensor::arange(12, (Kind::Float, Device::Cpu)).reshape([3, 4]));
+            let _ = root.var_copy("b", &Tensor::from_slice(&[0.5f32, -1.5, 2.0]));
+            vs
+        };
+        let (fused_vs, plain_vs) = (make(), make());
+        let config = AdamConfig { lr: 0.05, betas: (0.9, 0.99), fused: true, ..Default::default() };
+        let mut fused = Adam::new(&variables(&fused_vs), config.clone()).unwrap();
+        let mut plain = Adam::new(&variables(&plain_vs), AdamConfig { fused: false, ..config }).unwrap();
+        assert!(fused.fused_steps.is_some());
+        for step in 0..5 {
+            let grads: Vec<Tensor> = fused.params.iter().map(|(_, p)| p.randn_like() * (step + 1) as f64).collect();
+            for (adam, is_fused) in [(&mut fused, true), (&mut plain, false)] {
+                for ((_, p), g) in adam.params.iter_mut().zip(&grads) {
+                    let mut grad = p.grad();
+                    if !grad.defined() {
+                        let loss = (p.shallow_clone() * 0.0).sum(Kind::Float);
+                        loss.backward();
+                        grad = p.grad();
+                    }
+                    let _ = grad.copy_(g);
+                }
+                if is_fused {
+                    adam.apply(0.05).unwrap();
+                } else {
+                    adam.steps += 1;
+                    let grads: Vec<Tensor> = adam.params.iter().map(|(_, p)| p.grad()).collect();
+                    tch::no_grad(|| adam.apply_per_tensor(&grads, 0.05)).unwrap();
+                }
+            }
+        }
+        for ((name, a), (_, b)) in fused.params.iter().zip(&plain.params) {
+            let error = (a - b).abs().max().double_value(&[]);
+            assert!(error < 1e-6, "{name}: {error}");
+        }
+        assert_eq!(fused.fused_steps.as_ref().unwrap()[0].double_value(&[]), 5.0);
     }
 
     #[test]

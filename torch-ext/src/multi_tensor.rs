@@ -1,0 +1,154 @@
+//! Updates of whole tensor lists in one libtorch call: fused Adam and the
+//! EMA's lerp. Per tensor, the equivalent tch code launches a dozen kernels
+//! and allocates as many temporaries; these launch one fused kernel (CUDA)
+//! or one vectorised loop (CPU) per list.
+
+use std::ffi::c_char;
+use std::os::raw::c_int;
+
+use tch::Tensor;
+use torch_sys::C_tensor;
+
+use crate::{Error, checked};
+
+unsafe extern "C" {
+    fn difi_ext_fused_adam(
+        params: *const *mut C_tensor,
+        grads: *const *mut C_tensor,
+        exp_avgs: *const *mut C_tensor,
+        exp_avg_sqs: *const *mut C_tensor,
+        steps: *const *mut C_tensor,
+        count: usize,
+        lr: f64,
+        beta1: f64,
+        beta2: f64,
+        eps: f64,
+        error: *mut c_char,
+        error_len: usize,
+    ) -> c_int;
+    fn difi_ext_foreach_lerp(
+        targets: *const *mut C_tensor,
+        sources: *const *mut C_tensor,
+        count: usize,
+        weight: f64,
+        error: *mut c_char,
+        error_len: usize,
+    ) -> c_int;
+}
+
+fn handles(tensors: &[Tensor]) -> Vec<*mut C_tensor> {
+    tensors.iter().map(|t| t.as_ptr() as *mut C_tensor).collect()
+}
+
+fn same_lengths(operation: &'static str, lengths: &[usize]) -> Result<(), Error> {
+    if lengths.windows(2).all(|pair| pair[0] == pair[1]) {
+        Ok(())
+    } else {
+        Err(Error::invalid(operation, format!("tensor lists of different lengths {lengths:?}")))
+    }
+}
+
+/// One Adam step (PyTorch's `Adam(fused=True)`, no weight decay, no
+/// AMSGrad) over parallel lists: `params` (updated in place), their `grads`,
+/// the moments `exp_avgs` and `exp_avg_sqs` (updated), and `steps`, one
+/// float32 scalar per parameter that the step increments and takes the bias
+/// corrections from. All tensors share a device and dtype.
+#[allow(clippy::too_many_arguments)]
+pub fn fused_adam(
+    params: &[Tensor],
+    grads: &[Tensor],
+    exp_avgs: &[Tensor],
+    exp_avg_sqs: &[Tensor],
+    steps: &[Tensor],
+    lr: f64,
+    betas: (f64, f64),
+    eps: f64,
+) -> Result<(), Error> {
+    let lengths = [params.len(), grads.len(), exp_avgs.len(), exp_avg_sqs.len(), steps.len()];
+    same_lengths("fused_adam", &lengths)?;
+    let (p, g, m, v, t) = (handles(params), handles(grads), handles(exp_avgs), handles(exp_avg_sqs), handles(steps));
+    // SAFETY: every handle is a live tensor borrowed for the call; the arrays
+    // have `params.len()` entries each (checked above).
+    checked("fused_adam", |error, len| unsafe {
+        difi_ext_fused_adam(
+            p.as_ptr(),
+            g.as_ptr(),
+            m.as_ptr(),
+            v.as_ptr(),
+            t.as_ptr(),
+            params.len(),
+            lr,
+            betas.0,
+            betas.1,
+            eps,
+            error,
+            len,
+        )
+    })
+}
+
+/// `targets[i] ← targets[i] + weight · (sources[i] − targets[i])` for every
+/// `i`, in place (`torch._foreach_lerp_`).
+pub fn foreach_lerp(targets: &[Tensor], sources: &[Tensor], weight: f64) -> Result<(), Error> {
+    same_lengths("foreach_lerp", &[targets.len(), sources.len()])?;
+    let (to, from) = (handles(targets), handles(sources));
+    // SAFETY: live tensors borrowed for the call, equal counts (checked above).
+    checked("foreach_lerp", |error, len| unsafe {
+        difi_ext_foreach_lerp(to.as_ptr(), from.as_ptr(), targets.len(), weight, error, len)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::{Device, Kind};
+
+    fn randn(shape: &[i64]) -> Tensor {
+        Tensor::randn(shape, (Kind::Float, Device::Cpu))
+    }
+
+    #[test]
+    fn fused_adam_matches_the_adam_formula() {
+        tch::manual_seed(0);
+        let params = vec![randn(&[3, 4]), randn(&[7])];
+        let grads = vec![randn(&[3, 4]), randn(&[7])];
+        let reference: Vec<Tensor> = params.iter().map(|p| p.copy()).collect();
+        let zeros = |ts: &[Tensor]| ts.iter().map(|t| t.zeros_like()).collect::<Vec<_>>();
+        let (m, v) = (zeros(&params), zeros(&params));
+        let steps: Vec<Tensor> = params.iter().map(|_| Tensor::zeros([], (Kind::Float, Device::Cpu))).collect();
+        let (lr, b1, b2, eps) = (0.01, 0.9, 0.999, 1e-8);
+        for _ in 0..3 {
+            fused_adam(&params, &grads, &m, &v, &steps, lr, (b1, b2), eps).unwrap();
+        }
+        for (i, p) in reference.iter().enumerate() {
+            let (mut m, mut v, mut p) = (p.zeros_like(), p.zeros_like(), p.copy());
+            for t in 1..=3 {
+                m = &m * b1 + &grads[i] * (1.0 - b1);
+                v = &v * b2 + grads[i].square() * (1.0 - b2);
+                let denom = v.sqrt() / (1.0 - b2.powi(t)).sqrt() + eps;
+                p = &p - (&m / denom) * (lr / (1.0 - b1.powi(t)));
+            }
+            let error = (&params[i] - &p).abs().max().double_value(&[]);
+            assert!(error < 1e-6, "parameter {i}: {error}");
+            assert_eq!(steps[i].double_value(&[]), 3.0);
+        }
+    }
+
+    #[test]
+    fn foreach_lerp_moves_each_target_towards_its_source() {
+        let targets = vec![Tensor::zeros([2], (Kind::Float, Device::Cpu)), Tensor::ones([3], (Kind::Float, Device::Cpu))];
+        let sources = vec![Tensor::ones([2], (Kind::Float, Device::Cpu)), Tensor::zeros([3], (Kind::Float, Device::Cpu))];
+        foreach_lerp(&targets, &sources, 0.25).unwrap();
+        assert_eq!(targets[0].sum(Kind::Float).double_value(&[]), 0.5);
+        assert_eq!(targets[1].sum(Kind::Float).double_value(&[]), 2.25);
+    }
+
+    #[test]
+    fn mismatched_lists_and_devices_are_errors() {
+        let one = vec![randn(&[2])];
+        let err = foreach_lerp(&one, &[], 0.5).unwrap_err();
+        assert!(err.message().contains("different lengths"), "{err}");
+        let other_shape = vec![randn(&[3])];
+        assert!(foreach_lerp(&one, &other_shape, 0.5).is_err());
+    }
+}
