@@ -133,7 +133,7 @@ fn a_file_with_a_misnamed_tensor_is_refused() {
     let metadata = weights::read_metadata(file).unwrap();
     let broken = dir.join("broken.safetensors");
     weights::save(&broken, &tensors, &metadata).unwrap();
-    let error = verify(&broken, Device::Cpu).err().expect("a misnamed tensor is refused").to_string();
+    let error = verify(&broken, Device::Cpu).expect_err("a misnamed tensor is refused").to_string();
     assert!(error.contains("noise_const"), "{error}");
 }
 
