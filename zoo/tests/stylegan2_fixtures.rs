@@ -76,7 +76,7 @@ fn the_generator_plugin_reproduces_a_fixture_from_its_checkpoint() {
 
 #[test]
 fn random_noise_differs_per_call_and_none_removes_it() {
-    let file = &fixtures()[0];
+    let file = &fixtures().into_iter().find(|f| name(f) == "sg2-uncond-16.safetensors").unwrap();
     let registry = Registry::with_builtins().unwrap();
     let ctx = BuildContext { device: Device::Cpu, teacher: None, base_dir: file.parent().unwrap() };
     let build = |noise_mode: &str| {
@@ -92,11 +92,8 @@ fn random_noise_differs_per_call_and_none_removes_it() {
     assert!(relative_l2(&a, &b).unwrap() > 1e-6, "random noise gave equal images");
     let none = build("none");
     let image = tch::no_grad(|| none.generate(&tensors["z"], labels)).unwrap();
-    // Fixture files with truncation_psi ≠ 1 store truncated outputs.
-    let psi: f64 = weights::read_metadata(file).unwrap()["truncation_psi"].parse().unwrap();
-    if psi == 1.0 {
-        assert!(relative_l2(&image, &tensors["expected_img_nonoise"]).unwrap() <= BOUND);
-    }
+    // This file's outputs are untruncated (truncation_psi 1), the plugin's default.
+    assert!(relative_l2(&image, &tensors["expected_img_nonoise"]).unwrap() <= BOUND);
 }
 
 #[test]
@@ -147,4 +144,47 @@ fn the_counted_values_are_those_of_the_built_generator() {
         let built: i64 = generator.var_store().variables().values().map(|t| t.numel() as i64).sum();
         assert_eq!(config.value_count(), built as u128, "{}", name(&file));
     }
+}
+
+#[test]
+fn presets_have_the_reference_parameter_counts() {
+    use difi_zoo::stylegan2::config::GeneratorConfig;
+    use difi_zoo::stylegan2::network::{Sampling, StyleGan2Generator};
+    // sum(p.numel() for p in G.parameters()) and of G.state_dict() of the
+    // reference Generator built with train.py's arguments for each config.
+    for (preset, parameters, values) in
+        [("cifar-32x32-cond", 20_215_315, 20_218_707u128), ("paper256-256x256", 24_767_458, 24_943_026)]
+    {
+        let config = GeneratorConfig::preset(preset).unwrap();
+        assert_eq!(config.value_count(), values, "{preset}");
+        let generator = StyleGan2Generator::new(&config, Sampling::default(), Device::Cpu).unwrap();
+        assert_eq!(generator.parameter_count(), parameters, "{preset}");
+    }
+}
+
+#[test]
+fn tracking_moves_w_avg_towards_the_batch_mean_and_cutoff_limits_truncation() {
+    use difi_zoo::stylegan2::architecture_in_metadata;
+    use difi_zoo::stylegan2::mapping::Truncation;
+    use difi_zoo::stylegan2::network::{Sampling, StyleGan2Generator};
+    let file = &fixtures()[0];
+    let config = architecture_in_metadata(file).unwrap().unwrap().resolve().unwrap();
+    let generator = StyleGan2Generator::new(&config, Sampling::default(), Device::Cpu).unwrap();
+    let w_avg = || generator.var_store().variables()["mapping.w_avg"].copy();
+    let before = w_avg();
+    let w = Tensor::randn([5, config.w_dim], (Kind::Float, Device::Cpu));
+    generator.mapping().track_w_avg(&w).unwrap();
+    let mean = w.mean_dim(0i64, false, Kind::Float);
+    let expected = &mean + (before - &mean) * config.mapping.w_avg_beta.unwrap();
+    assert!(relative_l2(&w_avg(), &expected).unwrap() < 1e-6);
+
+    // A cutoff of 2 truncates the first two W vectors only.
+    let z = Tensor::randn([2, config.z_dim], (Kind::Float, Device::Cpu));
+    let c = (config.c_dim > 0).then(|| Tensor::eye(config.c_dim, (Kind::Float, Device::Cpu)).narrow(0, 0, 2));
+    let plain = generator.map(&z, c.as_ref(), Truncation::default()).unwrap();
+    let cut = generator.map(&z, c.as_ref(), Truncation { psi: 0.5, cutoff: Some(2) }).unwrap();
+    let n = config.num_ws();
+    assert!(plain.narrow(1, 2, n - 2).equal(&cut.narrow(1, 2, n - 2)));
+    let pulled = w_avg() + (plain.narrow(1, 0, 2) - w_avg()) * 0.5;
+    assert!(relative_l2(&cut.narrow(1, 0, 2), &pulled).unwrap() < 1e-6);
 }
