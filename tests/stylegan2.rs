@@ -120,3 +120,57 @@ fn zoo_verify_passes_stylegan2_files_and_fails_a_tampered_one() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("FAIL"));
 }
+
+#[test]
+fn an_edm_teacher_refines_a_converted_stylegan2_generator() {
+    let dir = scratch("stylegan2-distill");
+    let pickle = dir.join("g.pkl");
+    make_pickle(&root().join("tests/fixtures/stylegan2/sg2-uncond-16.safetensors"), &pickle, None);
+    difi_ok(&["convert", "stylegan2", arg(&pickle), arg(&dir.join("g.safetensors"))]);
+    // The EDM fixture is a complete teacher file (weights + architecture metadata), 16×16×3 like the generator.
+    std::fs::copy(root().join("tests/fixtures/edm/ddpmpp-uncond-edm.safetensors"), dir.join("teacher.safetensors"))
+        .unwrap();
+    let config = dir.join("distill.ron");
+    std::fs::write(
+        &config,
+        r#"(
+            version: 1,
+            device: "cpu",
+            teacher: (plugin: "edm", params: (checkpoint: "teacher.safetensors")),
+            generator: (plugin: "stylegan2", params: (checkpoint: "g.safetensors")),
+            fake_score: (init_from: "teacher"),
+            divergence: (plugin: "ikl"),
+            fake_warmup_iters: 1,
+            schedule: (batch_size: 4, total_kimg: 0.016, tick_kimg: 0.008, snapshot_ticks: 1),
+        )"#,
+    )
+    .unwrap();
+    let run = dir.join("run");
+    difi_ok(&["distill", arg(&config), "--outdir", arg(&run)]);
+    let stats = std::fs::read_to_string(run.join("stats.jsonl")).unwrap();
+    assert_eq!(stats.lines().count(), 2, "{stats}");
+    for line in stats.lines() {
+        let value: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert!(value["loss_generator"].as_f64().is_some_and(f64::is_finite), "{line}");
+    }
+    let samples = dir.join("samples.npy");
+    difi_ok(&["sample", "--run", arg(&run), "--n", "3", "--out", arg(&samples)]);
+    assert_eq!(tch::Tensor::read_npy(&samples).unwrap().size(), vec![3, 3, 16, 16]);
+}
+
+#[test]
+fn a_generator_whose_metadata_describes_a_huge_network_is_refused_before_it_is_built() {
+    let dir = scratch("stylegan2-hostile");
+    let reference = root().join("tests/fixtures/stylegan2/sg2-uncond-16.safetensors");
+    let mut metadata = weights::read_metadata(&reference).unwrap();
+    let mut kwargs: serde_json::Value = serde_json::from_str(&metadata["kwargs"]).unwrap();
+    kwargs["img_resolution"] = 4096.into();
+    kwargs["synthesis_kwargs"]["channel_base"] = (1i64 << 30).into();
+    kwargs["synthesis_kwargs"]["channel_max"] = 4096.into();
+    metadata.insert("kwargs".into(), kwargs.to_string());
+    let tensors: Vec<(String, tch::Tensor)> = weights::load(&reference).unwrap().tensors;
+    let file = dir.join("huge.safetensors");
+    weights::save(&file, &tensors, &metadata).unwrap();
+    let err = common::difi_refuses(&["zoo", "verify", arg(&file)]);
+    assert!(err.contains("generator values"), "{err}");
+}
