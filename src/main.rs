@@ -63,7 +63,7 @@ enum Command {
     Info(commands::info::Args),
     /// Datasets in the EDM/StyleGAN format: convert sources, inspect, export.
     Dataset(commands::dataset::Args),
-    /// Convert reference checkpoints (EDM network pickles) to safetensors.
+    /// Convert reference checkpoints (EDM and StyleGAN2-ADA network pickles) to safetensors.
     Convert(commands::convert::Args),
     /// The model zoo: verify networks against reference outputs, list presets.
     Zoo(commands::zoo::Args),

@@ -16,6 +16,7 @@ fn builtin_plugins_are_listed_with_role_and_origin() {
         ("score-model", "gmm", "difi-zoo"),
         ("score-model", "mlp-denoiser", "difi-zoo"),
         ("generator", "mlp-generator", "difi-zoo"),
+        ("generator", "stylegan2", "difi-zoo"),
         ("divergence", "ikl", "difi-divergences"),
         ("score-model", "edm", "difi-zoo"),
         ("dataset", "zip", "difi-datasets"),

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use difi_zoo::edm::convert::read_edm_pickle;
+use difi_zoo::stylegan2::convert::read_stylegan2_pickle;
 
 #[derive(clap::Subcommand)]
 pub enum Format {
@@ -14,6 +15,15 @@ pub enum Format {
         /// The pickle (read, never executed).
         input: PathBuf,
         /// The safetensors file to write; a teacher component is written beside it (*.teacher.ron).
+        output: PathBuf,
+    },
+    /// A StyleGAN2-ADA network pickle (network-snapshot-*.pkl): the `G_ema`
+    /// generator's weights under the reference's state_dict() names, with its
+    /// constructor arguments as `kwargs` metadata.
+    Stylegan2 {
+        /// The pickle (read, never executed).
+        input: PathBuf,
+        /// The safetensors file to write.
         output: PathBuf,
     },
 }
@@ -27,13 +37,40 @@ pub struct Args {
 pub fn run(args: Args) -> Result<ExitCode> {
     match args.format {
         Format::Edm { input, output } => convert_edm(&input, &output),
+        Format::Stylegan2 { input, output } => convert_stylegan2(&input, &output),
     }
 }
 
-fn convert_edm(input: &Path, output: &Path) -> Result<ExitCode> {
+fn ensure_safetensors(output: &Path) -> Result<()> {
     if output.extension().and_then(|e| e.to_str()) != Some("safetensors") {
         bail!("{}: the output is a .safetensors file", output.display());
     }
+    Ok(())
+}
+
+fn convert_stylegan2(input: &Path, output: &Path) -> Result<ExitCode> {
+    ensure_safetensors(output)?;
+    let generator = read_stylegan2_pickle(input)?;
+    generator.write(output, input)?;
+    let c = &generator.config;
+    let checkpoint = std::path::absolute(output).with_context(|| output.display().to_string())?;
+    eprintln!(
+        "{}: G_ema, {:?} at {}x{}, {} classes, {} tensors → {}\n\
+         generator component: (plugin: \"stylegan2\", params: (checkpoint: \"{}\"))",
+        input.display(),
+        c.synthesis.architecture,
+        c.img_resolution,
+        c.img_resolution,
+        c.c_dim,
+        generator.tensor_count(),
+        output.display(),
+        checkpoint.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn convert_edm(input: &Path, output: &Path) -> Result<ExitCode> {
+    ensure_safetensors(output)?;
     let network = read_edm_pickle(input)?;
     network.write(output, input)?;
     let checkpoint = std::path::absolute(output).with_context(|| output.display().to_string())?;

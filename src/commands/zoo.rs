@@ -21,13 +21,17 @@ const SAMPLER_BOUND: f64 = 1e-3;
 
 #[derive(clap::Subcommand)]
 pub enum Command {
-    /// Check an EDM network against reference outputs in a safetensors file
-    /// (metadata `precond` + `kwargs`; tensors `x`, `sigma`, `expected_f64`, …).
+    /// Check a network against reference outputs in a safetensors file: an
+    /// EDM network (metadata `precond` + `kwargs`; tensors `x`, `sigma`,
+    /// `expected_f64`, …) or a StyleGAN2 generator (metadata `kwargs` with
+    /// `z_dim`, `truncation_psi`; tensors `z`, `c`, `expected_ws`,
+    /// `expected_img`, `expected_img_nonoise`).
     Verify {
         /// Reference files; each is checked.
         #[arg(required = true)]
         files: Vec<PathBuf>,
-        /// Backbone precision: fp32, fp16, bf16 or auto (bounds apply to fp32).
+        /// EDM backbone precision: fp32, fp16, bf16 or auto (bounds apply to
+        /// fp32; StyleGAN2 generators always run in fp32).
         #[arg(long, default_value = "fp32", value_parser = parse_precision)]
         precision: Precision,
         /// Device: auto, cpu, cuda or cuda:N.
@@ -72,6 +76,10 @@ pub fn run(args: Args) -> Result<ExitCode> {
             let device = device.resolve()?;
             let mut failed = false;
             for file in &files {
+                if difi_zoo::stylegan2::is_generator_file(file)? {
+                    failed |= !verify_stylegan2(file, device, json)?;
+                    continue;
+                }
                 let report = verify(file, precision, device)?;
                 let forward_ok = report.forward_rel_l2 <= FORWARD_BOUND;
                 let sampler_ok = report.sampler_rel_l2.is_none_or(|e| e <= SAMPLER_BOUND);
@@ -126,6 +134,32 @@ pub fn run(args: Args) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Checks a StyleGAN2 generator file and prints its errors; true when within the bound.
+fn verify_stylegan2(file: &std::path::Path, device: tch::Device, json: bool) -> Result<bool> {
+    let report = difi_zoo::stylegan2::fixture::verify(file, device)?;
+    let pass = report.worst() <= FORWARD_BOUND;
+    if json {
+        println!("{}", serde_json::json!({"file": file, "report": report, "pass": pass}));
+        return Ok(pass);
+    }
+    let verdict = |error: f64| if error <= FORWARD_BOUND { "ok" } else { "FAIL" };
+    println!("{}", file.display());
+    println!(
+        "  mapping     rel L2 {:.3e} (truncation_psi {}, bound {FORWARD_BOUND:.0e}) {}",
+        report.ws_rel_l2,
+        report.truncation_psi,
+        verdict(report.ws_rel_l2)
+    );
+    println!("  image       rel L2 {:.3e} (const noise) {}", report.img_rel_l2, verdict(report.img_rel_l2));
+    println!(
+        "  image       rel L2 {:.3e} (no noise) {}",
+        report.img_nonoise_rel_l2,
+        verdict(report.img_nonoise_rel_l2)
+    );
+    println!("  {} parameters, float32", report.parameters);
+    Ok(pass)
 }
 
 fn train_classifier(

@@ -6,6 +6,7 @@
 //! | `gmm` | score model | exact Gaussian-mixture teacher in ℝᵈ |
 //! | `mlp-generator` | generator | MLP one-step generator for vector data |
 //! | `mlp-denoiser` | score model | EDM-preconditioned MLP denoiser for vector data |
+//! | `stylegan2` | generator | StyleGAN2-ADA's generator (orig, skip, resnet), from its network pickles |
 //!
 //! [`nn`] holds the layers the families share, [`precond`] EDM's
 //! preconditioning (any backbone), [`heun_sampler`] EDM's sampler for any
@@ -15,6 +16,7 @@ pub mod edm;
 pub mod heun_sampler;
 pub mod nn;
 pub mod precond;
+pub mod stylegan2;
 pub mod toy;
 
 /// Keeps this crate's registrations in a binary that uses nothing else from

@@ -2,6 +2,12 @@
 //! channel (depthwise). EDM builds its filter as the normalised outer product
 //! of `resample_filter` ([1, 1] in DDPM++, [1, 3, 3, 1] in NCSN++, the
 //! filter StyleGAN2 uses too).
+//!
+//! StyleGAN2 resamples through the general `upfirdn2d` (upsample by zero
+//! insertion, pad or crop, filter, downsample by dropping pixels), which
+//! [`upfirdn2d`] implements with the semantics of StyleGAN2-ADA's reference
+//! (CPU) op; [`upsample_2x`] is the same operation as [`upsample2d`] for the
+//! even filters EDM uses (a test holds them equal).
 
 use difi_core::error::{Result, TorchContext};
 use tch::{Kind, Tensor};
@@ -37,6 +43,114 @@ pub fn downsample_2x(x: &Tensor, filter: &Tensor, padding: i64) -> Result<Tensor
     x.f_conv2d(&weight, None::<&Tensor>, 2, padding, 1, channels).ctx("downsample")
 }
 
+/// Up- and downsampling factors, padding and gain of one [`upfirdn2d`] call.
+#[derive(Clone, Copy, Debug)]
+pub struct Upfirdn {
+    pub up: i64,
+    pub down: i64,
+    /// `[x_before, x_after, y_before, y_after]`, after upsampling; negative crops.
+    pub padding: [i64; 4],
+    /// Multiplies the filter (the reference's `gain`: `up²` keeps the mean when upsampling).
+    pub gain: f64,
+}
+
+/// The 2-D filter of a `resample_filter` buffer: `[k, k]` as the reference
+/// stores filters of fewer than 8 taps, or the separable `[k]` of longer ones
+/// (whose outer product is the same filter). Any leading unit dimensions
+/// (EDM's `[1, 1, k, k]`) are dropped.
+pub fn filter_2d(filter: &Tensor) -> Result<Tensor> {
+    let size = filter.size();
+    match size.as_slice() {
+        [_] => filter.f_outer(filter).ctx("filter"),
+        [.., kh, kw] => filter.f_reshape([*kh, *kw]).ctx("filter"),
+        [] => Err(difi_core::error::Error::Shape { what: "FIR filter".into(), expected: vec![-1, -1], actual: size }),
+    }
+}
+
+/// `upfirdn2d` of StyleGAN2-ADA (`torch_utils/ops/upfirdn2d.py`, its reference
+/// implementation): `[N, C, H, W]` upsampled by inserting `up − 1` zeros after
+/// every pixel, padded (or cropped) by `padding`, convolved per channel with
+/// `filter` (`[kh, kw]`, or any shape [`filter_2d`] takes) times `gain`, and
+/// downsampled by keeping every `down`-th pixel. Output
+/// `[N, C, (H·up + py0 + py1 − kh) / down + 1, (W·up + px0 + px1 − kw) / down + 1]`.
+pub fn upfirdn2d(x: &Tensor, filter: &Tensor, op: Upfirdn) -> Result<Tensor> {
+    let context = "upfirdn2d";
+    let [n, c, h, w] = x.size()[..] else {
+        return Err(difi_core::error::Error::Shape {
+            what: context.into(),
+            expected: vec![-1, -1, -1, -1],
+            actual: x.size(),
+        });
+    };
+    let mut x = x.shallow_clone();
+    if op.up > 1 {
+        x = x
+            .f_reshape([n, c, h, 1, w, 1])
+            .ctx(context)?
+            .f_constant_pad_nd([0, op.up - 1, 0, 0, 0, op.up - 1])
+            .ctx(context)?
+            .f_reshape([n, c, h * op.up, w * op.up])
+            .ctx(context)?;
+    }
+    // constant_pad_nd crops where the padding is negative, as the reference's pad-then-slice does.
+    let [px0, px1, py0, py1] = op.padding;
+    x = x.f_constant_pad_nd([px0, px1, py0, py1]).ctx(context)?;
+    // The reference convolves (flips the filter); conv2d correlates.
+    let f = (filter_2d(filter)?.f_to_kind(x.kind()).ctx(context)?.f_to_device(x.device()).ctx(context)? * op.gain)
+        .f_flip([0, 1])
+        .ctx(context)?;
+    let (kh, kw) = (f.size()[0], f.size()[1]);
+    let weight = f.f_reshape([1, 1, kh, kw]).ctx(context)?.f_repeat([c, 1, 1, 1]).ctx(context)?;
+    x = x.f_conv2d(&weight, None::<&Tensor>, 1, 0, 1, c).ctx(context)?;
+    if op.down > 1 {
+        x = x.f_slice(2, 0, None, op.down).ctx(context)?.f_slice(3, 0, None, op.down).ctx(context)?;
+    }
+    Ok(x)
+}
+
+/// `[N, C, H, W]` → `[N, C, 2H, 2W]` as the reference's `upsample2d(x, f)`:
+/// [`upfirdn2d`] with `up = 2`, gain 4 and the padding that keeps the image
+/// centred and its size exactly doubled.
+pub fn upsample2d(x: &Tensor, filter: &Tensor) -> Result<Tensor> {
+    let f = filter_2d(filter)?;
+    let (kh, kw) = (f.size()[0], f.size()[1]);
+    // Floor division, as the reference's `//` (a 1-tap filter pads −1 after).
+    let padding = [(kw + 1) / 2, (kw - 2).div_euclid(2), (kh + 1) / 2, (kh - 2).div_euclid(2)];
+    upfirdn2d(x, &f, Upfirdn { up: 2, down: 1, padding, gain: 4.0 })
+}
+
+/// A convolution of `x` `[N, I, H, W]` by `weight` `[O, I, k, k]` on the 2×
+/// upsampled image, as the reference's `conv2d_resample(x, w, f, up=2,
+/// padding, flip_weight=False)` of StyleGAN2's upsampling layers computes it:
+/// a true convolution (the weight flipped relative to `conv2d`), as a transposed
+/// convolution with stride 2, then the FIR `filter` with gain 4, the
+/// padding (`padding` on each side, with respect to the upsampled image)
+/// split between the two. Returns `[N, O, 2H + 2·padding − k + 1, …]`.
+pub fn conv2d_up_2x(x: &Tensor, weight: &Tensor, filter: &Tensor, padding: i64) -> Result<Tensor> {
+    let context = "conv2d up 2x";
+    let f = filter_2d(filter)?;
+    let (fh, fw) = (f.size()[0], f.size()[1]);
+    let [_, _, kh, kw] = weight.size()[..] else {
+        return Err(difi_core::error::Error::Shape {
+            what: context.into(),
+            expected: vec![-1, -1, -1, -1],
+            actual: weight.size(),
+        });
+    };
+    // The padding the filter needs around the zero-inserted image, less what
+    // the transposed convolution already adds (k − 1 before, k − 2 after).
+    let (px0, px1) = (padding + (fw + 1) / 2 - (kw - 1), padding + (fw - 2).div_euclid(2) - (kw - 2));
+    let (py0, py1) = (padding + (fh + 1) / 2 - (kh - 1), padding + (fh - 2).div_euclid(2) - (kh - 2));
+    let pxt = (-px0).min(-px1).max(0);
+    let pyt = (-py0).min(-py1).max(0);
+    // conv_transpose2d takes [I, O, k, k] and, unlike conv2d, convolves,
+    // which is what the reference's flip_weight=False asks for.
+    let transposed = weight.f_transpose(0, 1).ctx(context)?;
+    let y = x.f_conv_transpose2d(&transposed, None::<&Tensor>, 2, [pyt, pxt], 0, 1, 1).ctx(context)?;
+    let padding = [px0 + pxt, px1 + pxt, py0 + pyt, py1 + pyt];
+    upfirdn2d(&y, &f, Upfirdn { up: 1, down: 1, padding, gain: 4.0 })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -56,6 +170,55 @@ mod tests {
             let inner = |t: &Tensor, n: i64| t.narrow(2, 2, n - 4).narrow(3, 2, n - 4);
             assert!((inner(&up, 32) - 3.0).abs().max().double_value(&[]) < 1e-5);
             assert!((inner(&down, 8) - 3.0).abs().max().double_value(&[]) < 1e-5);
+        }
+    }
+
+    #[test]
+    fn upsample_2x_is_upfirdn2d_upsampling() {
+        for taps in [&[1.0, 1.0][..], &[1.0, 3.0, 3.0, 1.0][..]] {
+            let filter = fir_filter_2d(taps).unwrap();
+            let x = Tensor::randn([2, 3, 5, 5], (Kind::Float, Device::Cpu));
+            let edm = upsample_2x(&x, &filter, filter_padding(&filter)).unwrap();
+            let reference = upsample2d(&x, &filter).unwrap();
+            assert_eq!(edm.size(), reference.size());
+            assert!((edm - reference).abs().max().double_value(&[]) < 1e-6, "{taps:?}");
+        }
+    }
+
+    #[test]
+    fn upfirdn2d_spreads_an_impulse_into_the_filter() {
+        // One pixel at (1, 2) of a 4×4 image, upsampled 2× by [1, 3, 3, 1]:
+        // zero insertion puts it at (2, 4); the padding of 2 before shifts it
+        // to (4, 6) and the 4×4 filter (× gain 4) covers rows 1..5, cols 3..7.
+        let filter = fir_filter_2d(&[1.0, 3.0, 3.0, 1.0]).unwrap();
+        let x = Tensor::zeros([1, 1, 4, 4], (Kind::Float, Device::Cpu));
+        let _ = x.narrow(2, 1, 1).narrow(3, 2, 1).fill_(1.0);
+        let y = upsample2d(&x, &filter).unwrap();
+        assert_eq!(y.size(), [1, 1, 8, 8]);
+        let window = y.narrow(2, 1, 4).narrow(3, 3, 4).reshape([4, 4]);
+        let expected = filter.reshape([4, 4]) * 4.0;
+        assert!((&window - expected).abs().max().double_value(&[]) < 1e-6);
+        assert!((y.sum(Kind::Float) - window.sum(Kind::Float)).abs().double_value(&[]) < 1e-6);
+    }
+
+    #[test]
+    fn conv2d_up_2x_equals_a_convolution_of_the_upsampled_image() {
+        let filter = fir_filter_2d(&[1.0, 3.0, 3.0, 1.0]).unwrap();
+        let x = Tensor::randn([2, 3, 4, 4], (Kind::Float, Device::Cpu));
+        for (k, padding) in [(3, 1), (1, 0)] {
+            let weight = Tensor::randn([5, 3, k, k], (Kind::Float, Device::Cpu));
+            let fused = conv2d_up_2x(&x, &weight, &filter, padding).unwrap();
+            // The reference's generic path: upsample (zero insertion, FIR with
+            // the padding of the upsampled image), then a true convolution.
+            let up = upfirdn2d(
+                &x,
+                &filter,
+                Upfirdn { up: 2, down: 1, padding: [2 + padding, 1 + padding, 2 + padding, 1 + padding], gain: 4.0 },
+            )
+            .unwrap();
+            let plain = up.conv2d(&weight.flip([2, 3]), None::<&Tensor>, 1, 0, 1, 1);
+            assert_eq!(fused.size(), [2, 5, 8, 8]);
+            assert!((fused - plain).abs().max().double_value(&[]) < 1e-4, "k = {k}");
         }
     }
 }
