@@ -136,8 +136,10 @@ mod tests {
 
     #[test]
     fn foreach_lerp_moves_each_target_towards_its_source() {
-        let targets = vec![Tensor::zeros([2], (Kind::Float, Device::Cpu)), Tensor::ones([3], (Kind::Float, Device::Cpu))];
-        let sources = vec![Tensor::ones([2], (Kind::Float, Device::Cpu)), Tensor::zeros([3], (Kind::Float, Device::Cpu))];
+        let targets =
+            vec![Tensor::zeros([2], (Kind::Float, Device::Cpu)), Tensor::ones([3], (Kind::Float, Device::Cpu))];
+        let sources =
+            vec![Tensor::ones([2], (Kind::Float, Device::Cpu)), Tensor::zeros([3], (Kind::Float, Device::Cpu))];
         foreach_lerp(&targets, &sources, 0.25).unwrap();
         assert_eq!(targets[0].sum(Kind::Float).double_value(&[]), 0.5);
         assert_eq!(targets[1].sum(Kind::Float).double_value(&[]), 2.25);

@@ -334,7 +334,7 @@ mod tests {
                         loss.backward();
                         grad = p.grad();
                     }
-                    let _ = grad.copy_(g);
+                    grad.copy_(g);
                 }
                 if is_fused {
                     adam.apply(0.05).unwrap();
