@@ -7,10 +7,10 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{arg, difi_ok, latest_snapshot, root, scratch};
+use common::{arg, difi_ok, latest_snapshot, root, scratch, spawn_difi};
 use difi_formats::weights;
 
 /// A teacher-training config: a small conditional SongUNet on the 8×8 digits,
@@ -87,15 +87,7 @@ fn max_difference(a: &Path, b: &Path, files: &[&str]) -> f64 {
 /// Runs `difi ARGS…`, interrupts it with SIGINT once `RUN/stats.jsonl`
 /// exists, and checks it stops with a snapshot and exit code 130.
 fn interrupt(args: &[&str], run: &Path) {
-    let child = Command::new(env!("CARGO_BIN_EXE_difi"))
-        .current_dir(root())
-        .env("OMP_NUM_THREADS", "1")
-        .args(["--log", "warn"])
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn_difi(args);
     let started = Instant::now();
     while !run.join("stats.jsonl").exists() {
         assert!(started.elapsed() < Duration::from_secs(300), "no tick written");

@@ -5,10 +5,10 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{arg, difi_ok, latest_snapshot, root, scratch};
+use common::{arg, difi_ok, latest_snapshot, scratch, spawn_difi};
 use difi_formats::weights;
 
 /// A short toy run: 200 kimg in ticks of 4 kimg, a snapshot every 2 ticks.
@@ -81,16 +81,9 @@ fn ctrl_c_writes_a_snapshot_that_resumes_exactly() {
     distill(&whole, &[]);
 
     let interrupted = dir.join("interrupted");
-    let mut args = vec!["--log", "warn", "distill", "configs/toy-gmm.ron", "--outdir", arg(&interrupted)];
+    let mut args = vec!["distill", "configs/toy-gmm.ron", "--outdir", arg(&interrupted)];
     args.extend(SHORT);
-    let child = Command::new(env!("CARGO_BIN_EXE_difi"))
-        .current_dir(root())
-        .env("OMP_NUM_THREADS", "1")
-        .args(&args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start difi");
+    let child = spawn_difi(&args);
     // Interrupt once the first tick is written, well before the end.
     let stats = interrupted.join("stats.jsonl");
     let started = Instant::now();

@@ -4,10 +4,10 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use common::{arg, difi_err, difi_ok, latest_snapshot, root, scratch};
+use common::{arg, difi_err, difi_ok, latest_snapshot, scratch, spawn_difi};
 
 /// A toy run long enough to interrupt: ticks of 4 kimg, a snapshot every 2.
 const SLOW: [&str; 8] = [
@@ -21,22 +21,10 @@ const SLOW: [&str; 8] = [
     "fake_warmup_iters=20",
 ];
 
-fn start(args: &[&str]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_difi"))
-        .current_dir(root())
-        .env("OMP_NUM_THREADS", "1")
-        .args(["--log", "warn"])
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start difi")
-}
-
 fn start_run(run: &Path) -> Child {
     let mut args = vec!["distill", "configs/toy-gmm.ron", "--outdir", arg(run)];
     args.extend(SLOW);
-    start(&args)
+    spawn_difi(&args)
 }
 
 /// Waits until `run` has written `lines` lines of stats.

@@ -149,6 +149,32 @@ pub fn load_into(vs: &mut VarStore, path: &Path) -> Result<()> {
     copy_into(vs, &file, path)
 }
 
+/// Refuses `tensors` read from `path` when they hold fewer values than
+/// `needed`, the parameters (or a lower bound of them) of the `what`
+/// ("network", "generator") they are meant for, `architecture` describing it: checked before that network is
+/// allocated, since a file's metadata can describe any size and only its
+/// tensors are bytes actually there.
+pub fn ensure_holds_values<'a>(
+    tensors: impl IntoIterator<Item = &'a Tensor>,
+    needed: u128,
+    path: &Path,
+    what: &str,
+    architecture: impl FnOnce() -> String,
+) -> Result<()> {
+    let held: u128 = tensors.into_iter().map(|t| t.numel() as u128).sum();
+    if held < needed {
+        return Err(Error::checkpoint(
+            path,
+            format!(
+                "holds {held} {what} values, but its architecture ({}) has at least {needed} parameters: \
+                 tensors are missing or the architecture does not belong to these weights",
+                architecture()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// [`load_into`] from tensors already read; `source` names them in errors.
 pub fn copy_into(vs: &mut VarStore, tensors: &HashMap<String, Tensor>, source: &Path) -> Result<()> {
     let variables: Vec<(String, Tensor)> = vs.variables().into_iter().collect();

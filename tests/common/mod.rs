@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 
 /// The workspace root.
 pub fn root() -> PathBuf {
@@ -32,6 +32,20 @@ pub fn difi(args: &[&str]) -> Output {
         .args(args)
         .output()
         .expect("run difi")
+}
+
+/// Starts `difi ARGS…` as [`difi`] runs it, stderr captured, for tests that
+/// signal it while it trains.
+pub fn spawn_difi(args: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_difi"))
+        .current_dir(root())
+        .env("OMP_NUM_THREADS", "1")
+        .args(["--log", "warn"])
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start difi")
 }
 
 /// Runs `difi ARGS…` and panics with its output unless it succeeds.

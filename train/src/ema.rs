@@ -16,9 +16,11 @@ pub fn ema_beta(halflife_kimg: f64, rampup_ratio: Option<f64>, nimg: u64, batch:
     if halflife_nimg > 0.0 { 0.5f64.powf(batch as f64 / halflife_nimg) } else { 0.0 }
 }
 
-/// The variables of an EMA part paired with those of its source.
+/// The variables of an EMA part and, at the same index, those of its source
+/// (kept as two lists, the form the multi-tensor update takes).
 pub struct Ema {
-    pairs: Vec<(Tensor, Tensor)>,
+    averages: Vec<Tensor>,
+    sources: Vec<Tensor>,
 }
 
 impl Ema {
@@ -26,29 +28,28 @@ impl Ema {
     /// networks' variables), and copies the source's values into the EMA.
     /// `what` names the EMA part in errors.
     pub fn new(ema: &[(String, Tensor)], source: &[(String, Tensor)], what: &str) -> Result<Self> {
-        let mut pairs = Vec::with_capacity(ema.len());
+        let (mut averages, mut sources) = (Vec::with_capacity(ema.len()), Vec::with_capacity(ema.len()));
         for (name, ema_var) in ema {
             let live = source.iter().find(|(n, _)| n == name).map(|(_, t)| t).ok_or_else(|| {
                 Error::config(what, format!("the EMA copy has variable `{name}` that its source lacks"))
             })?;
-            pairs.push((ema_var.shallow_clone(), live.shallow_clone()));
+            averages.push(ema_var.shallow_clone());
+            sources.push(live.shallow_clone());
         }
-        if pairs.len() != source.len() {
+        if averages.len() != source.len() {
             return Err(Error::config(what, "the EMA copy lacks variables of its source"));
         }
         let _guard = tch::no_grad_guard();
-        for (ema, live) in &pairs {
-            ema.shallow_clone().f_copy_(live).ctx("initialise the EMA")?;
+        for (average, live) in averages.iter().zip(&sources) {
+            average.shallow_clone().f_copy_(live).ctx("initialise the EMA")?;
         }
-        Ok(Ema { pairs })
+        Ok(Ema { averages, sources })
     }
 
     /// `ema ← β·ema + (1−β)·θ`, every tensor in one multi-tensor call.
     pub fn update(&self, beta: f64) -> Result<()> {
         let _guard = tch::no_grad_guard();
-        let (emas, params): (Vec<Tensor>, Vec<Tensor>) =
-            self.pairs.iter().map(|(ema, param)| (ema.shallow_clone(), param.shallow_clone())).unzip();
-        difi_torch_ext::multi_tensor::foreach_lerp(&emas, &params, 1.0 - beta)
+        difi_torch_ext::multi_tensor::foreach_lerp(&self.averages, &self.sources, 1.0 - beta)
             .map_err(|e| difi_core::error::Error::Plugin { plugin: "ema update".into(), message: e.to_string() })
     }
 }

@@ -92,6 +92,8 @@ pub struct Adam {
     config: AdamConfig,
     /// Trainable variables, sorted by name so updates run in a fixed order.
     params: Vec<(String, Tensor)>,
+    /// The same tensors without names, the list the fused step takes.
+    param_tensors: Vec<Tensor>,
     exp_avg: Vec<Tensor>,
     exp_avg_sq: Vec<Tensor>,
     /// `steps` as one float32 scalar per parameter on its device, which the
@@ -124,7 +126,8 @@ impl Adam {
                     .collect::<Result<Vec<_>>>()
             })
             .transpose()?;
-        Ok(Adam { config, params, exp_avg, exp_avg_sq, fused_steps, steps: 0, skipped: 0 })
+        let param_tensors = params.iter().map(|(_, t)| t.shallow_clone()).collect();
+        Ok(Adam { config, params, param_tensors, exp_avg, exp_avg_sq, fused_steps, steps: 0, skipped: 0 })
     }
 
     /// Number of updates applied so far.
@@ -200,20 +203,17 @@ impl Adam {
         }
         self.steps += 1;
         match &self.fused_steps {
-            Some(steps) if grads.iter().all(Tensor::defined) => {
-                let params: Vec<Tensor> = self.params.iter().map(|(_, p)| p.shallow_clone()).collect();
-                difi_torch_ext::multi_tensor::fused_adam(
-                    &params,
-                    &grads,
-                    &self.exp_avg,
-                    &self.exp_avg_sq,
-                    steps,
-                    lr,
-                    self.config.betas,
-                    self.config.eps,
-                )
-                .map_err(|e| Error::Plugin { plugin: "adam".into(), message: e.to_string() })
-            }
+            Some(steps) if grads.iter().all(Tensor::defined) => difi_torch_ext::multi_tensor::fused_adam(
+                &self.param_tensors,
+                &grads,
+                &self.exp_avg,
+                &self.exp_avg_sq,
+                steps,
+                lr,
+                self.config.betas,
+                self.config.eps,
+            )
+            .map_err(|e| Error::Plugin { plugin: "adam".into(), message: e.to_string() }),
             _ => {
                 self.apply_per_tensor(&grads, lr)?;
                 self.sync_fused_steps()

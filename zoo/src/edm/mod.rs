@@ -141,19 +141,12 @@ pub fn ensure_enough_values<'a>(
     tensors: impl IntoIterator<Item = &'a Tensor>,
     path: &Path,
 ) -> Result<()> {
-    let held: u128 = tensors.into_iter().map(|t| t.numel() as u128).sum();
-    let needed = architecture.parameter_lower_bound();
-    if held < needed {
-        return Err(Error::checkpoint(
-            path,
-            format!(
-                "holds {held} network values, but its architecture ({:?}, {} channels × {:?}) has at least \
-                 {needed} parameters: tensors are missing or the architecture does not belong to these weights",
-                architecture.model_type, architecture.model_channels, architecture.channel_mult
-            ),
-        ));
-    }
-    Ok(())
+    weights::ensure_holds_values(tensors, architecture.parameter_lower_bound(), path, "network", || {
+        format!(
+            "{:?}, {} channels × {:?}",
+            architecture.model_type, architecture.model_channels, architecture.channel_mult
+        )
+    })
 }
 
 difi_core::register_plugin!(

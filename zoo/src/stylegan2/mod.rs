@@ -149,26 +149,15 @@ pub fn generator_tensors(tensors: &HashMap<String, Tensor>) -> HashMap<String, T
 }
 
 /// Refuses `tensors` (from `path`) for `config` unless they hold at least
-/// the generator's number of values: checked before the generator is
-/// allocated, since a stranger's metadata can describe any size.
+/// the generator's number of values.
 pub fn ensure_enough_values<'a>(
     config: &GeneratorConfig,
     tensors: impl IntoIterator<Item = &'a Tensor>,
     path: &Path,
 ) -> Result<()> {
-    let held: u128 = tensors.into_iter().map(|t| t.numel() as u128).sum();
-    let needed = config.value_count();
-    if held < needed {
-        return Err(Error::checkpoint(
-            path,
-            format!(
-                "holds {held} generator values, but its architecture ({}x{}, w_dim {}) has {needed}: tensors are \
-                 missing or the architecture does not belong to these weights",
-                config.img_resolution, config.img_resolution, config.w_dim
-            ),
-        ));
-    }
-    Ok(())
+    weights::ensure_holds_values(tensors, config.value_count(), path, "generator", || {
+        format!("StyleGAN2 {}x{}, w_dim {}", config.img_resolution, config.img_resolution, config.w_dim)
+    })
 }
 
 /// Builds the generator of `params` on `device`, with the checkpoint's weights when given.
