@@ -8,7 +8,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{arg, difi, difi_err, difi_ok, root, scratch};
+use common::{arg, difi, difi_err, difi_ok, distill_two_ticks, root, scratch};
 use difi_formats::weights;
 use difi_zoo::edm::fixture::relative_l2;
 use difi_zoo::stylegan2::architecture_in_metadata;
@@ -130,9 +130,8 @@ fn an_edm_teacher_refines_a_converted_stylegan2_generator() {
     // The EDM fixture is a complete teacher file (weights + architecture metadata), 16×16×3 like the generator.
     std::fs::copy(root().join("tests/fixtures/edm/ddpmpp-uncond-edm.safetensors"), dir.join("teacher.safetensors"))
         .unwrap();
-    let config = dir.join("distill.ron");
-    std::fs::write(
-        &config,
+    let (run, _) = distill_two_ticks(
+        &dir,
         r#"(
             version: 1,
             device: "cpu",
@@ -143,16 +142,7 @@ fn an_edm_teacher_refines_a_converted_stylegan2_generator() {
             fake_warmup_iters: 1,
             schedule: (batch_size: 4, total_kimg: 0.016, tick_kimg: 0.008, snapshot_ticks: 1),
         )"#,
-    )
-    .unwrap();
-    let run = dir.join("run");
-    difi_ok(&["distill", arg(&config), "--outdir", arg(&run)]);
-    let stats = std::fs::read_to_string(run.join("stats.jsonl")).unwrap();
-    assert_eq!(stats.lines().count(), 2, "{stats}");
-    for line in stats.lines() {
-        let value: serde_json::Value = serde_json::from_str(line).unwrap();
-        assert!(value["loss_generator"].as_f64().is_some_and(f64::is_finite), "{line}");
-    }
+    );
     let samples = dir.join("samples.npy");
     difi_ok(&["sample", "--run", arg(&run), "--n", "3", "--out", arg(&samples)]);
     assert_eq!(tch::Tensor::read_npy(&samples).unwrap().size(), vec![3, 3, 16, 16]);

@@ -138,3 +138,20 @@ pub fn difi_refuses(args: &[&str]) -> String {
     assert_eq!(errors.len(), 1, "difi {args:?}: one error line expected:\n{stderr}");
     stderr
 }
+
+/// Writes `config` (RON) as `DIR/distill.ron`, distills it into `DIR/run`
+/// (a two-tick run), checks that every tick's generator loss is finite, and
+/// returns the run directory with its `stats.jsonl` lines.
+pub fn distill_two_ticks(dir: &Path, config: &str) -> (PathBuf, Vec<serde_json::Value>) {
+    let path = dir.join("distill.ron");
+    std::fs::write(&path, config).expect("write config");
+    let run = dir.join("run");
+    difi_ok(&["distill", arg(&path), "--outdir", arg(&run)]);
+    let stats = std::fs::read_to_string(run.join("stats.jsonl")).expect("stats");
+    assert_eq!(stats.lines().count(), 2, "{stats}");
+    let lines: Vec<serde_json::Value> = stats.lines().map(|l| serde_json::from_str(l).expect("json")).collect();
+    for line in &lines {
+        assert!(line["loss_generator"].as_f64().is_some_and(f64::is_finite), "{line}");
+    }
+    (run, lines)
+}
