@@ -11,7 +11,8 @@ use std::path::PathBuf;
 mod link_torch;
 
 /// Every C++ source of the shim; add new files here as the crate grows.
-const SOURCES: &[&str] = &["csrc/difi_ext.cpp", "csrc/multi_tensor.cpp"];
+const SOURCES: &[&str] =
+    &["csrc/difi_ext.cpp", "csrc/multi_tensor.cpp", "csrc/distributed.cpp", "csrc/distributed_nccl.cpp"];
 
 fn main() -> Result<(), Box<dyn Error>> {
     let lib_dir = libtorch_lib_dir()?;
@@ -28,19 +29,36 @@ fn main() -> Result<(), Box<dyn Error>> {
     let cxx11_abi = env::var("LIBTORCH_CXX11_ABI").unwrap_or_else(|_| "1".to_string());
 
     println!("cargo:rerun-if-changed=csrc/guarded.h");
+    println!("cargo:rerun-if-changed=csrc/distributed.h");
+    println!("cargo:rerun-if-changed=csrc/gloo_declarations");
     for source in SOURCES {
         println!("cargo:rerun-if-changed={source}");
     }
-    cc::Build::new()
+    let mut build = cc::Build::new();
+    build
         .cpp(true)
         .pic(true)
         .std("c++17")
         .warnings(false)
         .include(&include)
         .include(&api_include)
+        // c10d's Gloo header names Gloo types the wheel has no headers for.
+        .include("csrc/gloo_declarations")
+        .define("USE_C10D_GLOO", None)
         .define("_GLIBCXX_USE_CXX11_ABI", cxx11_abi.as_str())
-        .files(SOURCES)
-        .try_compile("difi_ext")?;
+        .files(SOURCES);
+    match nccl_includes(&lib_dir) {
+        Some(dirs) => {
+            build.define("USE_C10D_NCCL", None).define("USE_CUDA", None).define("DIFI_EXT_NCCL", None);
+            for dir in dirs {
+                build.include(dir);
+            }
+            // ProcessGroupNCCL lives in libtorch_cuda.
+            println!("cargo:rustc-link-lib=dylib=torch_cuda");
+        }
+        None => println!("cargo:warning=no CUDA/NCCL headers next to libtorch: difi's NCCL backend is left out"),
+    }
+    build.try_compile("difi_ext")?;
 
     // torch-sys links these too, but naming them after the static shim keeps
     // its undefined symbols (at::globalContext, c10::Error) resolvable even
@@ -54,6 +72,30 @@ fn main() -> Result<(), Box<dyn Error>> {
     // torch-sys always sets for a direct dependent on Linux and macOS.
     link_torch::link_torch();
     Ok(())
+}
+
+/// The CUDA runtime and NCCL include directories of a pip-installed torch
+/// with CUDA (`site-packages/nvidia/{cu13,nccl}/include` beside
+/// `site-packages/torch/lib`), when it has `libtorch_cuda` and every header
+/// c10d's NCCL header pulls in.
+fn nccl_includes(lib_dir: &std::path::Path) -> Option<Vec<PathBuf>> {
+    if !lib_dir.join("libtorch_cuda.so").exists() {
+        return None;
+    }
+    let nvidia = lib_dir.parent()?.parent()?.join("nvidia");
+    let nccl = nvidia.join("nccl/include");
+    if !nccl.join("nccl.h").exists() {
+        return None;
+    }
+    let cuda = std::fs::read_dir(&nvidia)
+        .ok()?
+        .filter_map(|entry| entry.ok().map(|e| e.path().join("include")))
+        .find(|dir| dir.join("cuda_runtime_api.h").exists())?;
+    // The runtime wheel alone lacks these (nvidia-cuda-crt, nvidia-cuda-cccl).
+    if !cuda.join("crt/host_config.h").exists() || !cuda.join("nv/target").exists() {
+        return None;
+    }
+    Some(vec![cuda, nccl])
 }
 
 /// The libtorch library directory: the one torch-sys reports to dependents

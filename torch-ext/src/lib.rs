@@ -8,12 +8,13 @@
 //! the wrappers below turn into [`Error`] values.
 //!
 //! It holds libtorch's global-context flags and the multi-tensor updates
-//! ([`multi_tensor`]: fused Adam, foreach lerp); CUDA graphs and c10d
-//! bindings are meant to join it.
+//! ([`multi_tensor`]: fused Adam, foreach lerp) and c10d's stores, process
+//! groups and collectives ([`distributed`]); CUDA graphs are meant to join it.
 
 use std::ffi::{CStr, c_char, c_int};
 use std::fmt;
 
+pub mod distributed;
 pub mod multi_tensor;
 
 /// Status codes of the shim, mirrored from `csrc/difi_ext.cpp`.

@@ -1,0 +1,24 @@
+// The base class ProcessGroupGloo::GlooStore overrides; see ../../README.md.
+// Only its virtual interface matters to the header; difi never creates one.
+#pragma once
+
+#include <chrono>
+#include <string>
+#include <vector>
+
+#include "gloo/forward.h"
+
+namespace gloo {
+namespace rendezvous {
+
+class Store {
+ public:
+  virtual ~Store() = default;
+  virtual void set(const std::string& key, const std::vector<char>& data) = 0;
+  virtual std::vector<char> get(const std::string& key) = 0;
+  virtual void wait(const std::vector<std::string>& keys) = 0;
+  virtual void wait(const std::vector<std::string>& keys, const std::chrono::milliseconds& timeout) = 0;
+};
+
+}  // namespace rendezvous
+}  // namespace gloo
