@@ -51,4 +51,17 @@ for setting in "schedule.batch_size=64" "schedule.batch_size=128" \
     echo "-- $setting"
     $D --log error bench configs/bench-cifar10.ron --set $setting --iterations 10 --warmup 3 --json | tee -a "$OUT/bench.jsonl"
 done
+step "distributed: the toy as a 1-rank NCCL group equals the plain run (losses of every tick)"
+DIST="--set device=cuda --set schedule.total_kimg=256 --set schedule.tick_kimg=25.6"
+$D --log warn distill configs/toy-gmm.ron --outdir "$OUT/toy-plain" $DIST
+WORLD_SIZE=1 RANK=0 LOCAL_RANK=0 MASTER_ADDR=127.0.0.1 MASTER_PORT=29555 \
+    $D --log warn distill configs/toy-gmm.ron --outdir "$OUT/toy-nccl" $DIST
+python3 - "$OUT/toy-plain/stats.jsonl" "$OUT/toy-nccl/stats.jsonl" <<'PY'
+import json, sys
+a, b = ([json.loads(l) for l in open(p)] for p in sys.argv[1:])
+worst = max(abs(x[k] - y[k]) / max(abs(x[k]), 1e-12) for x, y in zip(a, b) for k in ("loss_fake_score", "loss_generator"))
+print(f"ticks {len(a)} vs {len(b)}; largest relative loss difference {worst:.3e}; "
+      f"sec/kimg plain {a[-1]['sec_per_kimg']:.4f} nccl {b[-1]['sec_per_kimg']:.4f}; world_size {b[-1].get('world_size')}")
+PY
+
 step "done"

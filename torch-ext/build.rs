@@ -82,6 +82,8 @@ fn nccl_includes(lib_dir: &std::path::Path) -> Option<Vec<PathBuf>> {
     if !lib_dir.join("libtorch_cuda.so").exists() {
         return None;
     }
+    // `.libtorch` is a link into the virtualenv: look beside its target.
+    let lib_dir = lib_dir.canonicalize().ok()?;
     let nvidia = lib_dir.parent()?.parent()?.join("nvidia");
     let nccl = nvidia.join("nccl/include");
     if !nccl.join("nccl.h").exists() {

@@ -26,6 +26,7 @@ pub mod registry;
 pub mod rng;
 pub mod role;
 pub mod ron_tree;
+pub mod shard;
 pub mod traits;
 
 pub use error::{Error, Result};

@@ -28,6 +28,12 @@ pub fn derive_seed(seed: u64, stream: RngStream, index: u64) -> i64 {
     (x >> 1) as i64
 }
 
+/// A 63-bit seed derived from `seed` and `salt`, unrelated to either
+/// (per-rank streams, for instance).
+pub fn mix_seed(seed: i64, salt: u64) -> i64 {
+    (splitmix64(splitmix64(seed as u64) ^ splitmix64(salt)) >> 1) as i64
+}
+
 fn splitmix64(mut x: u64) -> u64 {
     x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
     x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);

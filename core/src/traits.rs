@@ -90,11 +90,15 @@ pub trait Generator {
         0
     }
 
-    /// Draws `n` latents `[n, *latent_shape]` from libtorch's global generator.
+    /// Draws `n` latents `[n, *latent_shape]` from libtorch's global
+    /// generator (this rank's rows of the global batch's, when sharded).
     fn sample_latents(&self, n: i64, device: Device) -> Result<Tensor> {
-        let mut shape = vec![n];
-        shape.extend(self.latent_shape());
-        Tensor::f_randn(&shape, (Kind::Float, device)).ctx("sample latents")
+        let latent_shape = self.latent_shape();
+        crate::shard::batch_draw(n, 0, |n| {
+            let mut shape = vec![n];
+            shape.extend(&latent_shape);
+            Tensor::f_randn(&shape, (Kind::Float, device)).ctx("sample latents")
+        })
     }
 
     /// Maps latents `[N, *latent_shape]` (and labels `[N, label_dim]`) to

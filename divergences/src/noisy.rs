@@ -9,6 +9,7 @@
 
 use difi_core::draws::log_normal_sigma;
 use difi_core::error::{Error, Result, TorchContext};
+use difi_core::shard::{self, batch_draw};
 use difi_core::traits::{ScoreModel, broadcast_per_sample};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
@@ -75,15 +76,16 @@ impl NoiseLevels {
         let sigma = match *self {
             NoiseLevels::LogNormal { p_mean, p_std } => log_normal_sigma(n, p_mean, p_std, like)?,
             NoiseLevels::Schedule { sigma_min, sigma_max, rho, t_max } => {
-                let t = Tensor::f_rand([n], options).ctx("sample sigma")? * t_max;
+                let t = batch_draw(n, 0, |n| Tensor::f_rand([n], options).ctx("sample sigma"))? * t_max;
                 let (lo, hi) = (sigma_min.powf(1.0 / rho), sigma_max.powf(1.0 / rho));
                 ((t.f_neg().ctx("sample sigma")? + 1.0) * (lo - hi) + hi)
                     .f_pow_tensor_scalar(rho)
                     .ctx("sample sigma")?
             }
             NoiseLevels::Grid { sigma_min, sigma_max, rho, steps, first, last } => {
-                let k =
-                    Tensor::f_randint_low(first, last + 1, [n], (Kind::Int64, like.device())).ctx("sample sigma")?;
+                let k = batch_draw(n, 0, |n| {
+                    Tensor::f_randint_low(first, last + 1, [n], (Kind::Int64, like.device())).ctx("sample sigma")
+                })?;
                 let fraction = k.f_to_kind(Kind::Float).ctx("sample sigma")? / (steps - 1) as f64;
                 let (lo, hi) = (sigma_min.powf(1.0 / rho), sigma_max.powf(1.0 / rho));
                 (fraction * (hi - lo) + lo).f_pow_tensor_scalar(rho).ctx("sample sigma")?
@@ -139,12 +141,15 @@ pub fn evaluate_noisy(
     let n = x.size().first().copied().unwrap_or(0);
     let sigma = noise.sample(n, x, teacher.sigma_data(), scale == SigmaScale::Teacher)?;
     let sigma_b = broadcast_per_sample(&sigma, x.dim())?;
-    let x_t = x + x.f_randn_like().ctx("noise")? * &sigma_b;
+    let x_t = x + shard::randn_like(x)? * &sigma_b;
     let stream = Tensor::f_randint(i64::MAX, [1], (Kind::Int64, Device::Cpu)).ctx("dropout stream")?.int64_value(&[0]);
-    tch::manual_seed(stream);
+    // Dropout masks differ by rank (they cannot be sliced from a global draw).
+    let dropout_seed = shard::per_rank_seed(stream);
+    tch::manual_seed(dropout_seed);
     let d_real = teacher.denoise(&x_t, &sigma, labels)?;
-    tch::manual_seed(stream);
+    tch::manual_seed(dropout_seed);
     let d_fake = fake.denoise(&x_t, &sigma, labels)?;
+    shard::rejoin_shared_stream(stream);
     Ok(NoisyEvaluation { sigma, sigma_b, x_t, d_real, d_fake })
 }
 

@@ -10,6 +10,7 @@ pub mod distill;
 pub mod evaluate;
 pub mod fid;
 pub mod info;
+pub mod launch;
 pub mod plugins;
 pub mod report;
 pub mod sample;

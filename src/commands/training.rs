@@ -22,12 +22,21 @@ pub struct Args {
     /// Continue the run in this directory from its latest snapshot.
     #[arg(long, value_name = "RUN_DIR")]
     resume: Option<PathBuf>,
+    /// Train data-parallel as this many local processes (ranks), as
+    /// `torchrun --standalone --nproc-per-node N` would; `schedule.batch_size`
+    /// is the global batch. Under torchrun or Slurm, leave it out: the
+    /// launcher's RANK/WORLD_SIZE/MASTER_ADDR/MASTER_PORT are read instead.
+    #[arg(long = "nproc-per-node", value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    nproc_per_node: Option<u32>,
     #[command(flatten)]
     config_args: ConfigArgs,
 }
 
 /// Trains algorithm `A`; `command` names the subcommand in messages.
 pub fn run<A: Algorithm>(args: Args, command: &str) -> Result<ExitCode> {
+    if let Some(nproc) = args.nproc_per_node.filter(|&n| n > 1) {
+        return super::launch::run_local_ranks(nproc);
+    }
     let session = match (&args.resume, &args.config, &args.outdir) {
         (Some(dir), _, _) => Session::<A>::resume(dir, &args.config_args.source())?,
         (None, Some(path), Some(outdir)) => {

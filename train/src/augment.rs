@@ -14,6 +14,7 @@
 use std::f64::consts::PI;
 
 use difi_core::error::{Error, Result, TorchContext};
+use difi_core::shard::batch_draw;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
@@ -135,9 +136,35 @@ fn select(cond: &Tensor, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     a.f_where_self(cond, b).ctx("augment")
 }
 
-/// Keeps `w` where a uniform draw of `shape` falls below `probability`, else 0.
-fn with_probability(w: &Tensor, shape: &[i64], probability: f64, device: Device) -> Result<Tensor> {
-    let draw = Tensor::f_rand(shape, (Kind::Float, device)).ctx("augment")?;
+/// `make(shape)` for the global batch when data-parallel, of which this rank
+/// keeps its rows along `batch_dim` (see [`difi_core::shard`]).
+fn draw(shape: &[i64], batch_dim: usize, make: impl FnOnce(&[i64]) -> Result<Tensor>) -> Result<Tensor> {
+    batch_draw(shape[batch_dim], batch_dim as i64, |global| {
+        let mut shape = shape.to_vec();
+        shape[batch_dim] = global;
+        make(&shape)
+    })
+}
+
+/// A uniform draw in [0, 1) of `shape`, batch along `batch_dim`.
+fn rand(shape: &[i64], batch_dim: usize, device: Device) -> Result<Tensor> {
+    draw(shape, batch_dim, |shape| Tensor::f_rand(shape, (Kind::Float, device)).ctx("augment"))
+}
+
+/// A standard normal draw of `shape`, batch along `batch_dim`.
+fn randn(shape: &[i64], batch_dim: usize, device: Device) -> Result<Tensor> {
+    draw(shape, batch_dim, |shape| Tensor::f_randn(shape, (Kind::Float, device)).ctx("augment"))
+}
+
+/// Integers in `0..high` of `shape` `[n, …]`.
+fn randint(high: i64, shape: &[i64], device: Device) -> Result<Tensor> {
+    draw(shape, 0, |shape| Tensor::f_randint(high, shape, (Kind::Int64, device)).ctx("augment"))
+}
+
+/// Keeps `w` where a uniform draw of `shape` (batch along `batch_dim`) falls
+/// below `probability`, else 0.
+fn with_probability(w: &Tensor, shape: &[i64], batch_dim: usize, probability: f64, device: Device) -> Result<Tensor> {
+    let draw = rand(shape, batch_dim, device)?;
     select(&draw.f_lt(probability).ctx("augment")?, w, &w.f_zeros_like().ctx("augment")?)
 }
 
@@ -224,8 +251,8 @@ impl AugmentPipe {
         // Pixel blitting.
         for (multiplier, dim) in [(self.xflip, 3), (self.yflip, 2)] {
             if multiplier > 0.0 {
-                let flip = Tensor::f_randint(2, [n, 1, 1, 1], (Kind::Int64, device)).ctx("augment")?;
-                let flip = with_probability(&flip, &[n, 1, 1, 1], multiplier * self.p, device)?;
+                let flip = randint(2, &[n, 1, 1, 1], device)?;
+                let flip = with_probability(&flip, &[n, 1, 1, 1], 0, multiplier * self.p, device)?;
                 images = select(&flip.f_eq(1).ctx("augment")?, &images.f_flip([dim]).ctx("flip")?, &images)?;
                 labels.push(flip);
             }
@@ -234,8 +261,8 @@ impl AugmentPipe {
             if h != w {
                 return Err(Error::config("rotate_int", format!("needs square images, got {h}×{w}")));
             }
-            let turns = Tensor::f_randint(4, [n, 1, 1, 1], (Kind::Int64, device)).ctx("augment")?;
-            let turns = with_probability(&turns, &[n, 1, 1, 1], self.rotate_int * self.p, device)?;
+            let turns = randint(4, &[n, 1, 1, 1], device)?;
+            let turns = with_probability(&turns, &[n, 1, 1, 1], 0, self.rotate_int * self.p, device)?;
             let is = |k: i64| turns.f_eq(k).ctx("augment");
             let flip_x = is(1)?.f_logical_or(&is(2)?).ctx("augment")?;
             let flip_y = is(2)?.f_logical_or(&is(3)?).ctx("augment")?;
@@ -247,8 +274,8 @@ impl AugmentPipe {
             labels.push(flip_y);
         }
         if self.translate_int > 0.0 {
-            let shift = Tensor::f_rand([2, n, 1, 1, 1], options).ctx("augment")? * 2.0 - 1.0;
-            let shift = with_probability(&shift, &[1, n, 1, 1, 1], self.translate_int * self.p, device)?;
+            let shift = rand(&[2, n, 1, 1, 1], 1, device)? * 2.0 - 1.0;
+            let shift = with_probability(&shift, &[1, n, 1, 1, 1], 1, self.translate_int * self.p, device)?;
             let (wx, hy) = (w as f64 * self.translate_int_max, h as f64 * self.translate_int_max);
             let tx = (shift.get(0) * wx).f_round().ctx("augment")?.f_to_kind(Kind::Int64).ctx("augment")?;
             let ty = (shift.get(1) * hy).f_round().ctx("augment")?.f_to_kind(Kind::Int64).ctx("augment")?;
@@ -267,26 +294,26 @@ impl AugmentPipe {
             Ok(())
         };
         if self.scale > 0.0 {
-            let amount = Tensor::f_randn([n], options).ctx("augment")?;
-            let amount = with_probability(&amount, &[n], self.scale * self.p, device)?;
+            let amount = randn(&[n], 0, device)?;
+            let amount = with_probability(&amount, &[n], 0, self.scale * self.p, device)?;
             let s = (&amount * self.scale_std).f_exp2().ctx("augment")?;
             let inv = s.f_reciprocal().ctx("augment")?;
             then(scale(Entry::T(&inv), Entry::T(&inv), n, device)?)?;
             labels.push(amount);
         }
         if self.rotate_frac > 0.0 {
-            let angle = (Tensor::f_rand([n], options).ctx("augment")? * 2.0 - 1.0) * (PI * self.rotate_frac_max);
-            let angle = with_probability(&angle, &[n], self.rotate_frac * self.p, device)?;
+            let angle = (rand(&[n], 0, device)? * 2.0 - 1.0) * (PI * self.rotate_frac_max);
+            let angle = with_probability(&angle, &[n], 0, self.rotate_frac * self.p, device)?;
             // EDM's rotate2d_inv(−w) is rotate2d(w).
             then(rotate(&angle, n, device)?)?;
             labels.push(angle.f_cos().ctx("augment")? - 1.0);
             labels.push(angle.f_sin().ctx("augment")?);
         }
         if self.aniso > 0.0 {
-            let amount = Tensor::f_randn([n], options).ctx("augment")?;
-            let frame = (Tensor::f_rand([n], options).ctx("augment")? * 2.0 - 1.0) * PI;
-            let amount = with_probability(&amount, &[n], self.aniso * self.p, device)?;
-            let frame = with_probability(&frame, &[n], self.aniso_rotate_prob, device)?;
+            let amount = randn(&[n], 0, device)?;
+            let frame = (rand(&[n], 0, device)? * 2.0 - 1.0) * PI;
+            let amount = with_probability(&amount, &[n], 0, self.aniso * self.p, device)?;
+            let frame = with_probability(&frame, &[n], 0, self.aniso_rotate_prob, device)?;
             let s = (&amount * self.aniso_std).f_exp2().ctx("augment")?;
             // EDM's scale2d_inv(s, 1/s) divides twice: 1/s, and 1/(1/s).
             let inv_s = s.f_reciprocal().ctx("augment")?;
@@ -299,8 +326,8 @@ impl AugmentPipe {
             labels.push(&amount * frame.f_sin().ctx("augment")?);
         }
         if self.translate_frac > 0.0 {
-            let shift = Tensor::f_randn([2, n], options).ctx("augment")?;
-            let shift = with_probability(&shift, &[1, n], self.translate_frac * self.p, device)?;
+            let shift = randn(&[2, n], 1, device)?;
+            let shift = with_probability(&shift, &[1, n], 1, self.translate_frac * self.p, device)?;
             let tx = shift.get(0) * (w as f64 * self.translate_frac_std);
             let ty = shift.get(1) * (h as f64 * self.translate_frac_std);
             then(translate(Entry::T(&tx.f_neg().ctx("augment")?), Entry::T(&ty.f_neg().ctx("augment")?), n, device)?)?;

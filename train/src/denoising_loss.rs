@@ -5,6 +5,7 @@
 
 use difi_core::draws::log_normal_sigma;
 use difi_core::error::{Error, Result, TorchContext};
+use difi_core::shard::{self, batch_draw};
 use difi_core::traits::{ScoreModel, broadcast_per_sample};
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
@@ -91,7 +92,7 @@ impl DenoisingLoss {
 
     /// σ `[n]` drawn as the kind says, and the weight λ(σ) `[n]`.
     fn noise_levels(&self, n: i64, like: &Tensor, sigma_data: f64) -> Result<(Tensor, Tensor)> {
-        let uniform = || Tensor::f_rand([n], (Kind::Float, like.device())).ctx("sample sigma");
+        let uniform = || batch_draw(n, 0, |n| Tensor::f_rand([n], (Kind::Float, like.device())).ctx("sample sigma"));
         let sigma = match self.kind {
             LossKind::Edm => log_normal_sigma(n, self.p_mean, self.p_std, like)?,
             LossKind::Vp => {
@@ -143,7 +144,7 @@ impl DenoisingLoss {
             None => (y.shallow_clone(), None),
         };
         let y = &y;
-        let noisy = y + y.f_randn_like().ctx("noise")? * broadcast_per_sample(&sigma, y.dim())?;
+        let noisy = y + shard::randn_like(y)? * broadcast_per_sample(&sigma, y.dim())?;
         let denoised = match &augment_labels {
             Some(augment_labels) => model.denoise_augmented(&noisy, &sigma, labels, augment_labels)?,
             None => model.denoise(&noisy, &sigma, labels)?,

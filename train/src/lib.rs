@@ -7,6 +7,7 @@
 //! - [`algorithms`]: Diff-Instruct and EDM teacher training;
 //! - [`config`]: the run config (run settings + the algorithm's section);
 //! - [`session`]: what a command runs (new or resumed run, Ctrl-C);
+//! - [`distributed`]: data parallelism over c10d (torchrun/Slurm launches);
 //! - [`optim`], [`ema`], [`snapshot`], [`run_dir`], [`stats`]: the runner's parts;
 //! - [`networks`], [`denoiser_generator`], [`denoising_loss`]: building blocks of the algorithms;
 //! - [`generate`], [`run_generator`], [`snapshot_metrics`], [`bench`]: using what was trained.
@@ -18,6 +19,7 @@ pub mod bench;
 pub mod config;
 pub mod denoiser_generator;
 pub mod denoising_loss;
+pub mod distributed;
 pub mod ema;
 pub mod generate;
 pub mod networks;

@@ -135,6 +135,12 @@ impl Adam {
         self.steps
     }
 
+    /// Sets the number of updates applied so far (another rank's, say).
+    pub fn set_steps(&mut self, steps: u64) -> Result<()> {
+        self.steps = steps;
+        self.sync_fused_steps()
+    }
+
     /// The configured settings.
     pub fn config(&self) -> &AdamConfig {
         &self.config
@@ -177,6 +183,19 @@ impl Adam {
     pub fn backward(&mut self, loss: &Tensor) -> Result<()> {
         let scaled = loss.f_mul_scalar(self.config.loss_scale).ctx("scale loss")?;
         scaled.f_backward().ctx("backward")
+    }
+
+    /// The accumulated gradients of the optimised variables that have one
+    /// (handles to them: writing into these writes the gradients).
+    pub fn gradients(&self) -> Result<Vec<Tensor>> {
+        let mut grads = Vec::with_capacity(self.params.len());
+        for (_, param) in &self.params {
+            let grad = param.f_grad().ctx("read gradient")?;
+            if grad.defined() {
+                grads.push(grad);
+            }
+        }
+        Ok(grads)
     }
 
     /// Records an update skipped for a non-finite loss.

@@ -75,6 +75,13 @@ impl RunDir {
         Ok(RunLock { _file: file })
     }
 
+    /// Names the run directory that rank 0 of a data-parallel run writes,
+    /// from another rank, which never writes it (and so neither creates nor
+    /// checks it).
+    pub fn of_rank0(root: &Path) -> Self {
+        RunDir { root: root.to_path_buf() }
+    }
+
     /// Opens an existing run directory.
     pub fn open(root: &Path) -> Result<Self> {
         let run = RunDir { root: root.to_path_buf() };

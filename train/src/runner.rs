@@ -5,15 +5,18 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use difi_core::error::{Error, Result};
 use difi_core::rng::{RngStream, reseed};
+use difi_core::shard::ShardGuard;
 use difi_formats::image::write_png;
 use tch::Device;
 
 use crate::config::{RunSettings, Schedule};
+use crate::distributed::Distributed;
 use crate::ema::{Ema, ema_beta};
 use crate::generate::sample_grid;
 use crate::optim::Adam;
@@ -43,6 +46,8 @@ pub struct Runner {
     seed: u64,
     device: Device,
     metrics: Option<SnapshotMetrics>,
+    /// The group this process trains with, when data-parallel.
+    group: Option<Rc<Distributed>>,
 }
 
 impl Runner {
@@ -88,7 +93,68 @@ impl Runner {
             seed: settings.seed,
             device,
             metrics: None,
+            group: None,
         })
+    }
+
+    /// Trains as one rank of `group`: each iteration computes this rank's
+    /// share of `schedule.batch_size` and averages gradients over the
+    /// ranks; only rank 0 writes the run directory. Call
+    /// [`sync_from_rank0`](Self::sync_from_rank0) before training.
+    pub fn set_distributed(&mut self, group: Rc<Distributed>) -> Result<()> {
+        let world = group.launch().world_size as i64;
+        if self.schedule.batch_size % world != 0 {
+            return Err(Error::config(
+                "schedule.batch_size",
+                format!(
+                    "{} does not split evenly over {world} ranks; use a multiple of {world}",
+                    self.schedule.batch_size
+                ),
+            ));
+        }
+        self.group = Some(group);
+        Ok(())
+    }
+
+    /// Gives every rank rank 0's weights, optimiser state and training
+    /// state (fresh or loaded from a snapshot), so all ranks start equal.
+    pub fn sync_from_rank0(&mut self) -> Result<()> {
+        let Some(group) = self.group.clone() else { return Ok(()) };
+        let state = serde_json::to_vec(&self.state).map_err(|e| step_error(format!("training state: {e}")))?;
+        let state = group.broadcast_bytes(&state)?;
+        self.state = serde_json::from_slice(&state).map_err(|e| step_error(format!("rank 0's state: {e}")))?;
+        for part in self.parts.iter().filter(|p| p.is_saved()) {
+            let tensors: Vec<_> = part.variables.iter().map(|(_, t)| t.shallow_clone()).collect();
+            group.broadcast_from_rank0(&tensors)?;
+        }
+        for (name, optimizer) in self.optimizers.iter_mut() {
+            let tensors: Vec<_> = optimizer.state_tensors().into_iter().map(|(_, t)| t).collect();
+            group.broadcast_from_rank0(&tensors)?;
+            let steps = self.state.optimizer_steps.get(name).copied().unwrap_or(0);
+            optimizer.set_steps(steps)?;
+        }
+        Ok(())
+    }
+
+    /// Whether this process writes the run directory (always, unless it is
+    /// a rank other than 0 of a group).
+    pub fn is_writer(&self) -> bool {
+        self.group.as_ref().is_none_or(|g| g.is_writer())
+    }
+
+    /// A step context for one call, sharded when data-parallel.
+    fn context<'a>(
+        device: Device,
+        batch: i64,
+        iteration: u64,
+        optimizers: &'a mut BTreeMap<String, Adam>,
+        group: Option<&'a Distributed>,
+    ) -> (StepContext<'a>, Option<ShardGuard>) {
+        let ctx = StepContext::new(device, batch, iteration, optimizers);
+        match group {
+            Some(group) => (ctx.data_parallel(group), Some(ShardGuard::enter(group.shard()))),
+            None => (ctx, None),
+        }
     }
 
     /// Computes `metrics` of the step's evaluated generator after every snapshot.
@@ -98,6 +164,16 @@ impl Runner {
         }
         self.metrics = Some(metrics);
         Ok(())
+    }
+
+    /// Where the networks live.
+    pub fn device(&self) -> Device {
+        self.device
+    }
+
+    /// How many processes share each batch (1 unless data-parallel).
+    pub fn world_size(&self) -> u64 {
+        self.group.as_ref().map_or(1, |g| g.launch().world_size as u64)
     }
 
     /// Where training stands.
@@ -114,8 +190,11 @@ impl Runner {
     /// generator as it stands (the loop reseeds it before each call).
     pub fn iteration(&mut self) -> Result<Losses> {
         let batch = self.schedule.batch_size;
-        let mut ctx = StepContext::new(self.device, batch, self.state.iteration, &mut self.optimizers);
+        let group = self.group.clone();
+        let (mut ctx, _shard) =
+            Self::context(self.device, batch, self.state.iteration, &mut self.optimizers, group.as_deref());
         let losses = self.step.iteration(&mut ctx)?;
+        drop(_shard);
         let beta = ema_beta(self.schedule.ema_halflife_kimg, self.schedule.ema_rampup_ratio, self.state.nimg, batch);
         for ema in &self.emas {
             ema.update(beta)?;
@@ -134,19 +213,26 @@ impl Runner {
         let elapsed = |started: &Instant| elapsed_before + started.elapsed().as_secs_f64();
 
         let warmup_total = self.step.warmup_iterations();
-        let warmup_bar = progress_bar(warmup_total, "warm-up");
+        let warmup_bar = progress_bar(warmup_total, "warm-up", self.is_writer());
         warmup_bar.set_position(self.state.warmup_done);
+        let group = self.group.clone();
         while self.state.warmup_done < warmup_total {
-            if stop.load(Ordering::SeqCst) {
+            if self.stop_requested(stop)? {
                 warmup_bar.abandon();
                 self.state.elapsed_s = elapsed(&started);
                 self.snapshot(run)?;
                 return Ok(Outcome::Stopped);
             }
             reseed(self.seed, RngStream::Warmup, self.state.warmup_done);
-            let mut ctx =
-                StepContext::new(self.device, self.schedule.batch_size, self.state.iteration, &mut self.optimizers);
+            let (mut ctx, _shard) = Self::context(
+                self.device,
+                self.schedule.batch_size,
+                self.state.iteration,
+                &mut self.optimizers,
+                group.as_deref(),
+            );
             let losses = self.step.warmup(&mut ctx)?;
+            drop(_shard);
             if let Some(name) = losses.first_non_finite() {
                 return Err(Error::NonFinite {
                     what: loss_label(name),
@@ -161,16 +247,17 @@ impl Runner {
 
         let total_nimg = (self.schedule.total_kimg * 1000.0).round() as u64;
         let tick_nimg = ((self.schedule.tick_kimg * 1000.0).round() as u64).max(1);
-        let bar = progress_bar(total_nimg, "kimg");
+        let bar = progress_bar(total_nimg, "kimg", self.is_writer());
         bar.set_position(self.state.nimg.min(total_nimg));
         let mut tick = TickStats::new(self.state.nimg);
         let mut skipped_before_tick: u64 = self.optimizers.values().map(Adam::skipped).sum();
         while self.state.nimg < total_nimg {
-            if stop.load(Ordering::SeqCst) {
+            if self.stop_requested(stop)? {
                 bar.abandon();
                 self.state.elapsed_s = elapsed(&started);
-                let path = self.snapshot(run)?;
-                tracing::info!("stopped; snapshot written to {}", path.display());
+                if let Some(path) = self.snapshot(run)? {
+                    tracing::info!("stopped; snapshot written to {}", path.display());
+                }
                 return Ok(Outcome::Stopped);
             }
             reseed(self.seed, RngStream::Iteration, self.state.iteration);
@@ -194,6 +281,9 @@ impl Runner {
                 );
                 let skipped: u64 = self.optimizers.values().map(Adam::skipped).sum();
                 line["skipped_updates"] = serde_json::json!(skipped - skipped_before_tick);
+                if let Some(group) = &self.group {
+                    line["world_size"] = serde_json::json!(group.launch().world_size);
+                }
                 skipped_before_tick = skipped;
                 let summary: Vec<String> =
                     losses.0.iter().filter_map(|(name, _)| Some(format!("{name} {:.4}", tick.mean(name)?))).collect();
@@ -204,20 +294,33 @@ impl Runner {
                     "tick: loss {}",
                     summary.join(", ")
                 );
-                run.append_stats(&line)?;
+                if self.is_writer() {
+                    run.append_stats(&line)?;
+                }
                 self.state.tick += 1;
                 self.state.tick_start_nimg = self.state.nimg;
                 tick = TickStats::new(self.state.nimg);
                 let snapshot_due =
                     self.schedule.snapshot_ticks > 0 && self.state.tick.is_multiple_of(self.schedule.snapshot_ticks);
                 if done || snapshot_due {
-                    let path = self.snapshot(run)?;
-                    self.evaluate_metrics(run, &path)?;
+                    if let Some(path) = self.snapshot(run)? {
+                        self.evaluate_metrics(run, &path)?;
+                    }
                 }
             }
         }
         bar.finish_and_clear();
         Ok(Outcome::Finished)
+    }
+
+    /// Whether to stop now: `stop` on this process, or on any rank (so that
+    /// all stop at the same iteration).
+    fn stop_requested(&self, stop: &AtomicBool) -> Result<bool> {
+        let here = stop.load(Ordering::SeqCst);
+        match &self.group {
+            Some(group) => group.any(here),
+            None => Ok(here),
+        }
     }
 
     fn check_finite(&mut self, losses: &Losses) -> Result<()> {
@@ -259,9 +362,14 @@ impl Runner {
 
     /// Writes a snapshot of the current iteration into the run directory:
     /// weights, optimiser state, training state and, for image runs, a grid
-    /// of samples from fixed latents (`samples.png`).
-    pub fn snapshot(&mut self, run: &RunDir) -> Result<PathBuf> {
+    /// of samples from fixed latents (`samples.png`). Returns its path, or
+    /// `None` on ranks other than 0, which write nothing.
+    pub fn snapshot(&mut self, run: &RunDir) -> Result<Option<PathBuf>> {
         self.state.optimizer_steps = self.optimizers.iter().map(|(name, adam)| (name.clone(), adam.steps())).collect();
+        self.state.world_size = self.world_size();
+        if !self.is_writer() {
+            return Ok(None);
+        }
         let path = run.write_snapshot(self.state.iteration, |dir| {
             snapshot::save(dir, &self.parts, &self.optimizers, &self.state)?;
             if let Some(generator) = self.step.evaluated_generator()
@@ -272,7 +380,7 @@ impl Runner {
             Ok(())
         })?;
         tracing::debug!("snapshot {}", path.display());
-        Ok(path)
+        Ok(Some(path))
     }
 
     /// Restores weights, optimiser moments and state from a snapshot directory.
@@ -297,7 +405,12 @@ fn step_error(message: String) -> Error {
     Error::Plugin { plugin: "training step".into(), message }
 }
 
-fn progress_bar(len: u64, unit: &str) -> indicatif::ProgressBar {
+/// A progress bar on stderr; hidden on ranks other than 0, which would
+/// only repeat rank 0's.
+fn progress_bar(len: u64, unit: &str, visible: bool) -> indicatif::ProgressBar {
+    if !visible {
+        return indicatif::ProgressBar::hidden();
+    }
     let bar = indicatif::ProgressBar::new(len);
     let template = format!("{{elapsed_precise}} [{{bar:30}}] {{pos}}/{{len}} {unit} (eta {{eta}}) {{msg}}");
     if let Ok(style) = indicatif::ProgressStyle::with_template(&template) {

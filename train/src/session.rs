@@ -8,9 +8,11 @@ use std::rc::Rc;
 use difi_core::error::{Error, Result};
 use difi_core::registry::Registry;
 use difi_core::traits::Dataset;
+use tch::Device;
 
 use crate::algorithm::Algorithm;
 use crate::config::RunConfig;
+use crate::distributed::{Distributed, Launch, timeout_from_env};
 use crate::run_dir::{RunDir, RunLock};
 use crate::runner::{Outcome, Runner};
 use crate::snapshot::TrainState;
@@ -53,7 +55,8 @@ pub struct Session<A> {
     pub run: RunDir,
     pub config: RunConfig<A>,
     runner: Runner,
-    _lock: RunLock,
+    /// Held by the process that writes the run (rank 0, or the only one).
+    _lock: Option<RunLock>,
     /// What to remove if the run fails before its first snapshot.
     created: Option<Created>,
 }
@@ -77,17 +80,44 @@ pub struct Finished {
 
 /// Builds the runner of a resolved config.
 pub fn build_runner<A: Algorithm>(config: &RunConfig<A>, registry: &Registry) -> Result<Runner> {
-    build_runner_with(config, registry, config.dataset(registry)?)
+    build_runner_with(config, registry, config.dataset(registry)?, None)
 }
 
 fn build_runner_with<A: Algorithm>(
     config: &RunConfig<A>,
     registry: &Registry,
     dataset: Option<Rc<dyn Dataset>>,
+    launch: Option<&Launch>,
 ) -> Result<Runner> {
-    let device = config.run.resolve_device()?;
+    let device = training_device(config, launch)?;
     let step = config.algorithm.build(&config.build_env(registry, device, dataset))?;
     Runner::new(step, &config.run, device)
+}
+
+/// The config's device; for a rank of a data-parallel run on CUDA, the GPU
+/// of its local rank (as torchrun arranges one process per GPU).
+fn training_device<A>(config: &RunConfig<A>, launch: Option<&Launch>) -> Result<Device> {
+    let device = config.run.resolve_device()?;
+    match (device, launch) {
+        (Device::Cuda(_), Some(launch)) => {
+            let index = launch.local_rank as usize;
+            let available = tch::Cuda::device_count();
+            if index as i64 >= available {
+                return Err(Error::config(
+                    "device",
+                    format!("LOCAL_RANK {index} needs CUDA device {index}, but {available} are available"),
+                ));
+            }
+            Ok(Device::Cuda(index))
+        }
+        _ => Ok(device),
+    }
+}
+
+/// Joins the group of `launch` and makes `runner` one of its ranks.
+fn join_group(runner: &mut Runner, launch: Launch) -> Result<()> {
+    let group = Distributed::join(launch, runner.device(), timeout_from_env()?)?;
+    runner.set_distributed(Rc::new(group))
 }
 
 impl<A: Algorithm> Session<A> {
@@ -95,13 +125,23 @@ impl<A: Algorithm> Session<A> {
     /// networks are built before the directory is created, so a config that
     /// cannot be built leaves nothing behind.
     pub fn create(config: RunConfig<A>, registry: &Registry, outdir: &Path) -> Result<Self> {
+        let launch = Launch::from_env()?;
         let dataset = config.dataset(registry)?;
-        let runner = build_runner_with(&config, registry, dataset.clone())?;
+        let mut runner = build_runner_with(&config, registry, dataset.clone(), launch.as_ref())?;
+        if let Some(launch) = launch {
+            join_group(&mut runner, launch)?;
+            if !runner.is_writer() {
+                runner.sync_from_rank0()?;
+                let run = RunDir::of_rank0(outdir);
+                return Ok(Session { run, config, runner, _lock: None, created: None });
+            }
+        }
         let created = if outdir.exists() { Created::Contents } else { Created::Directory };
         let run = RunDir::create(outdir)?;
         let lock = run.lock()?;
         let session = run
             .write_config(&config.to_ron())
+            .and_then(|()| runner.sync_from_rank0())
             .and_then(|()| Self::prepared(run.clone(), config, dataset, runner, lock, Some(created)));
         if session.is_err()
             && let Err(cleanup) = run.remove_unfinished(matches!(created, Created::Directory))
@@ -116,11 +156,18 @@ impl<A: Algorithm> Session<A> {
     /// has been built and its snapshot loaded: a resume that fails changes
     /// nothing in the run.
     pub fn resume(dir: &Path, source: &ConfigSource) -> Result<Self> {
+        let launch = Launch::from_env()?;
+        if launch.as_ref().is_some_and(|l| l.rank != 0) {
+            return Self::resume_other_rank(dir, source, launch);
+        }
         let run = RunDir::open(dir)?;
         let lock = run.lock()?;
         let (config, registry) = source.load::<A>(&run.config_path())?;
         let dataset = config.dataset(&registry)?;
-        let mut runner = build_runner_with(&config, &registry, dataset.clone())?;
+        let mut runner = build_runner_with(&config, &registry, dataset.clone(), launch.as_ref())?;
+        if let Some(launch) = launch {
+            join_group(&mut runner, launch)?;
+        }
         let resumed_from = match run.latest_snapshot()? {
             Some(snapshot) => {
                 runner.load_snapshot(&snapshot)?;
@@ -138,6 +185,15 @@ impl<A: Algorithm> Session<A> {
                 None
             }
         };
+        let was = runner.state().world_size.max(1);
+        let now = runner.world_size();
+        if resumed_from.is_some() && was != now {
+            tracing::warn!(
+                "the snapshot was written by {was} process(es), this run has {now}: the global batch is unchanged, \
+                 so training continues the same trajectory (dropout masks aside)"
+            );
+        }
+        runner.sync_from_rank0()?;
         let session = Self::prepared(run, config, dataset, runner, lock, None)?;
         session.run.discard_incomplete(resumed_from)?;
         if !source.overrides.is_empty() {
@@ -145,6 +201,21 @@ impl<A: Algorithm> Session<A> {
             session.run.write_config(&session.config.to_ron())?;
         }
         Ok(session)
+    }
+
+    /// A rank other than 0 resuming: it reads the recorded config (the run
+    /// directory must be visible to every node) and receives everything
+    /// else from rank 0.
+    fn resume_other_rank(dir: &Path, source: &ConfigSource, launch: Option<Launch>) -> Result<Self> {
+        let run = RunDir::of_rank0(dir);
+        let (config, registry) = source.load::<A>(&run.config_path())?;
+        let dataset = config.dataset(&registry)?;
+        let mut runner = build_runner_with(&config, &registry, dataset, launch.as_ref())?;
+        if let Some(launch) = launch {
+            join_group(&mut runner, launch)?;
+        }
+        runner.sync_from_rank0()?;
+        Ok(Session { run, config, runner, _lock: None, created: None })
     }
 
     fn prepared(
@@ -167,7 +238,7 @@ impl<A: Algorithm> Session<A> {
             )?;
             runner.set_metrics(metrics)?;
         }
-        Ok(Session { run, config, runner, _lock: lock, created })
+        Ok(Session { run, config, runner, _lock: Some(lock), created })
     }
 
     /// Trains until the schedule ends or Ctrl-C. A new run that fails before

@@ -47,6 +47,10 @@ pub struct TrainState {
     pub nonfinite_streak: u64,
     /// Wall-clock seconds spent training, over all sessions of the run.
     pub elapsed_s: f64,
+    /// Processes that shared each batch when the snapshot was written (0 in
+    /// snapshots from before difi recorded it: one process).
+    #[serde(default)]
+    pub world_size: u64,
 }
 
 /// A part's variables as the runner keeps them: shallow clones sorted by

@@ -10,6 +10,7 @@ use difi_core::traits::Generator;
 use tch::nn::VarStore;
 use tch::{Device, Tensor};
 
+use crate::distributed::Distributed;
 use crate::optim::{Adam, NonFinite};
 
 /// What the runner does with a part.
@@ -85,17 +86,31 @@ pub trait Step {
 pub struct StepContext<'a> {
     /// Where the networks live.
     pub device: Device,
-    /// Samples per iteration.
+    /// Samples this process computes per iteration: the whole batch, or this
+    /// rank's share of it when data-parallel.
     pub batch_size: i64,
     /// Iterations done before this one.
     pub iteration: u64,
     optimizers: &'a mut BTreeMap<String, Adam>,
+    /// Samples per iteration over all ranks (learning-rate ramps count these).
+    global_batch_size: i64,
+    /// The group whose gradients each update averages, when data-parallel.
+    group: Option<&'a Distributed>,
 }
 
 impl<'a> StepContext<'a> {
     /// A context lending `optimizers` (by part name) for one call.
     pub fn new(device: Device, batch_size: i64, iteration: u64, optimizers: &'a mut BTreeMap<String, Adam>) -> Self {
-        StepContext { device, batch_size, iteration, optimizers }
+        StepContext { device, batch_size, iteration, optimizers, global_batch_size: batch_size, group: None }
+    }
+
+    /// The same context for one rank of `group`: the step computes
+    /// `batch_size / world_size` samples and every update averages gradients
+    /// and loss values over the ranks before applying them.
+    pub fn data_parallel(mut self, group: &'a Distributed) -> Self {
+        self.group = Some(group);
+        self.batch_size = self.global_batch_size / group.launch().world_size as i64;
+        self
     }
 
     /// Backpropagates the scalar `loss` into part `part`'s trainable
@@ -108,9 +123,19 @@ impl<'a> StepContext<'a> {
             message: format!("updates part `{part}`, which it did not declare as trained"),
         })?;
         let value = loss.f_double_value(&[]).ctx("read loss")?;
-        let lr = optimizer.config().learning_rate(optimizer.steps(), self.batch_size);
-        optimizer.update(loss, value, lr)?;
-        Ok(value)
+        let lr = optimizer.config().learning_rate(optimizer.steps(), self.global_batch_size);
+        let Some(group) = self.group else {
+            optimizer.update(loss, value, lr)?;
+            return Ok(value);
+        };
+        // Every rank must join the collective, so each backpropagates its
+        // share before anyone knows whether the global loss is finite.
+        optimizer.zero_grad();
+        optimizer.backward(loss)?;
+        let mut values = [value];
+        group.average(&optimizer.gradients()?, &mut values)?;
+        apply_or_skip(optimizer, values[0], lr)?;
+        Ok(values[0])
     }
 
     /// One update of part `part` from several losses whose gradients add up
@@ -139,12 +164,24 @@ impl<'a> StepContext<'a> {
                 optimizer.backward(&loss)?;
             }
         }
-        if total.is_finite() || optimizer.config().nonfinite == NonFinite::Clamp {
-            let lr = optimizer.config().learning_rate(optimizer.steps(), self.batch_size);
-            optimizer.apply(lr)?;
-        } else {
-            optimizer.skip();
+        if let Some(group) = self.group {
+            let mut values = [total];
+            group.average(&optimizer.gradients()?, &mut values)?;
+            total = values[0];
         }
+        let lr = optimizer.config().learning_rate(optimizer.steps(), self.global_batch_size);
+        apply_or_skip(optimizer, total, lr)?;
         Ok(total)
+    }
+}
+
+/// Applies the accumulated gradients unless the loss `value` is not finite
+/// and the optimiser skips such updates.
+fn apply_or_skip(optimizer: &mut Adam, value: f64, lr: f64) -> Result<()> {
+    if value.is_finite() || optimizer.config().nonfinite == NonFinite::Clamp {
+        optimizer.apply(lr)
+    } else {
+        optimizer.skip();
+        Ok(())
     }
 }

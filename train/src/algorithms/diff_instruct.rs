@@ -302,7 +302,9 @@ impl DiffInstructStep {
             Labels::Uniform => random_labels(n, self.label_dim, device),
             Labels::Dataset(dataset) => {
                 let len = dataset.len() as i64;
-                let indices = Tensor::f_randint(len, [n], (Kind::Int64, Device::Cpu)).ctx("label indices")?;
+                let indices = difi_core::shard::batch_draw(n, 0, |n| {
+                    Tensor::f_randint(len, [n], (Kind::Int64, Device::Cpu)).ctx("label indices")
+                })?;
                 let classes = Vec::<i64>::try_from(indices)
                     .ctx("label indices")?
                     .into_iter()

@@ -127,8 +127,12 @@ impl EdmTeacherStep {
     /// `[n, C, H, W]` in [−1, 1], with one-hot labels for a conditional network.
     fn batch(&self, n: i64, device: Device) -> Result<(Tensor, Option<Tensor>)> {
         let len = self.dataset.len() as i64;
-        let indices = Vec::<i64>::try_from(Tensor::f_randint(len, [n], (Kind::Int64, Device::Cpu)).ctx("indices")?)
-            .ctx("indices")?;
+        // Each rank reads its rows of the global batch's random indices: the
+        // dataset is sharded by rank, with replacement, as one process draws it.
+        let indices = difi_core::shard::batch_draw(n, 0, |n| {
+            Tensor::f_randint(len, [n], (Kind::Int64, Device::Cpu)).ctx("indices")
+        })?;
+        let indices = Vec::<i64>::try_from(indices).ctx("indices")?;
         let mut images = Vec::with_capacity(indices.len());
         let mut classes = Vec::with_capacity(indices.len());
         for index in indices {

@@ -317,7 +317,10 @@ pub fn label_dropout(labels: &Tensor, p: f64, n: i64, train: bool) -> Result<Ten
     if !train || p == 0.0 {
         return Ok(labels.shallow_clone());
     }
-    let keep =
-        Tensor::f_rand([n, 1], (Kind::Float, labels.device())).ctx("label dropout")?.f_ge(p).ctx("label dropout")?;
+    let keep = difi_core::shard::batch_draw(n, 0, |n| {
+        Tensor::f_rand([n, 1], (Kind::Float, labels.device())).ctx("label dropout")
+    })?
+    .f_ge(p)
+    .ctx("label dropout")?;
     Ok(labels * keep.f_to_kind(labels.kind()).ctx("label dropout")?)
 }

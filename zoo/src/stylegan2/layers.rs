@@ -215,7 +215,9 @@ impl SynthesisLayer {
             match noise_mode {
                 NoiseMode::Random => {
                     let n = x.size()[0];
-                    let noise = Tensor::f_randn([n, 1, r, r], (Kind::Float, x.device())).ctx("noise")?;
+                    let noise = difi_core::shard::batch_draw(n, 0, |n| {
+                        Tensor::f_randn([n, 1, r, r], (Kind::Float, x.device())).ctx("noise")
+                    })?;
                     y = y + noise * strength;
                 }
                 NoiseMode::Const => y = y + constant * strength,
