@@ -302,10 +302,10 @@ impl Runner {
                 tick = TickStats::new(self.state.nimg);
                 let snapshot_due =
                     self.schedule.snapshot_ticks > 0 && self.state.tick.is_multiple_of(self.schedule.snapshot_ticks);
-                if done || snapshot_due {
-                    if let Some(path) = self.snapshot(run)? {
-                        self.evaluate_metrics(run, &path)?;
-                    }
+                if (done || snapshot_due)
+                    && let Some(path) = self.snapshot(run)?
+                {
+                    self.evaluate_metrics(run, &path)?;
                 }
             }
         }
