@@ -214,7 +214,7 @@ fn ctrl_c_at_the_launcher_stops_every_rank_and_the_run_resumes() {
 }
 
 #[test]
-fn teacher_training_on_two_ranks_equals_one_process() {
+fn teacher_training_and_its_metrics_on_two_ranks_equal_one_process() {
     let dir = scratch("distributed-teacher");
     let config = dir.join("teacher.ron");
     let dataset = root().join("tests/fixtures/data/digits-8x8-labelled.zip");
@@ -229,9 +229,11 @@ fn teacher_training_on_two_ranks_equals_one_process() {
         precond: "EDMPrecond", img_resolution: 8, img_channels: 1, label_dim: 10, model_type: "SongUNet",
         model_channels: 16, channel_mult: [1, 2], num_blocks: 1, attn_resolutions: [], dropout: 0.0,
     ))),
+    sampler: (num_steps: 3),
     dataset: (plugin: "zip", params: (path: "{}")),
     optim: (network: (lr: 2e-3, betas: (0.9, 0.999))),
-    schedule: (batch_size: 16, total_kimg: 0.096, tick_kimg: 0.048, snapshot_ticks: 1, ema_halflife_kimg: 0.5),
+    schedule: (batch_size: 16, total_kimg: 0.096, tick_kimg: 0.048, snapshot_ticks: 2, ema_halflife_kimg: 0.5),
+    metrics: (list: ["fid1k_full"], detector: "fmnist-classifier", batch_size: 100),
 )"#,
             dataset.display()
         ),
@@ -266,4 +268,13 @@ fn teacher_training_on_two_ranks_equals_one_process() {
     for (a, b) in x.iter().zip(&y) {
         assert!((a - b).abs() <= 1e-5 * a.abs(), "losses {x:?} vs {y:?}");
     }
+    // The two ranks each measured half of the 1,000 samples; rank 0 alone wrote the result.
+    let fid = |run: &Path| -> f64 {
+        let text = std::fs::read_to_string(run.join("metrics.jsonl")).expect("metrics");
+        assert_eq!(text.lines().count(), 1, "{text}");
+        let line: serde_json::Value = serde_json::from_str(text.trim()).expect("json");
+        line["results"]["proxy-FID"].as_f64().expect("a proxy-FID")
+    };
+    let (x, y) = (fid(&one), fid(&two));
+    assert!((x - y).abs() <= 1e-4 * x, "proxy-FID {x} vs {y}");
 }

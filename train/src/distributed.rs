@@ -215,6 +215,12 @@ impl Distributed {
         Ok(())
     }
 
+    /// `tensor` ← the sum of every rank's `tensor`, in place (it must be
+    /// contiguous).
+    pub fn sum(&self, tensor: &Tensor) -> Result<()> {
+        self.all_reduce_sum(tensor, "gathering metric features")
+    }
+
     /// Whether any rank says `flag` (a stop request, say).
     pub fn any(&self, flag: bool) -> Result<bool> {
         let count = Tensor::from_slice(&[flag as i32]);

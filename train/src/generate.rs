@@ -20,15 +20,28 @@ pub fn sample_batches(
     device: Device,
 ) -> impl Iterator<Item = Result<(Tensor, Option<Tensor>)>> + '_ {
     let batch_size = batch_size.max(1);
-    (0..n.max(0)).step_by(batch_size as usize).enumerate().map(move |(index, start)| {
-        let _guard = tch::no_grad_guard();
-        let b = batch_size.min(n - start);
-        reseed(seed, RngStream::Sampling, index as u64);
-        let z = generator.sample_latents(b, device)?;
-        let labels = random_labels(b, generator.label_dim(), device)?;
-        let x = generator.generate(&z, labels.as_ref())?;
-        Ok((x, labels))
-    })
+    (0..n.max(0))
+        .step_by(batch_size as usize)
+        .enumerate()
+        .map(move |(index, start)| sample_batch(generator, index as u64, batch_size.min(n - start), seed, device))
+}
+
+/// Batch number `index` of [`sample_batches`]: `b` samples and their
+/// one-hot labels, drawn from `(seed, index)` alone, so any process can
+/// make any batch.
+pub fn sample_batch(
+    generator: &dyn Generator,
+    index: u64,
+    b: i64,
+    seed: u64,
+    device: Device,
+) -> Result<(Tensor, Option<Tensor>)> {
+    let _guard = tch::no_grad_guard();
+    reseed(seed, RngStream::Sampling, index);
+    let z = generator.sample_latents(b, device)?;
+    let labels = random_labels(b, generator.label_dim(), device)?;
+    let x = generator.generate(&z, labels.as_ref())?;
+    Ok((x, labels))
 }
 
 /// `n` generator samples `[n, *sample_shape]` (float32, on the CPU) and, for

@@ -302,10 +302,9 @@ impl Runner {
                 tick = TickStats::new(self.state.nimg);
                 let snapshot_due =
                     self.schedule.snapshot_ticks > 0 && self.state.tick.is_multiple_of(self.schedule.snapshot_ticks);
-                if (done || snapshot_due)
-                    && let Some(path) = self.snapshot(run)?
-                {
-                    self.evaluate_metrics(run, &path)?;
+                if done || snapshot_due {
+                    let path = self.snapshot(run)?;
+                    self.evaluate_metrics(run, path.as_deref())?;
                 }
             }
         }
@@ -345,12 +344,18 @@ impl Runner {
     }
 
     /// Evaluates the configured metrics and appends them to `metrics.jsonl`,
-    /// each tagged with the snapshot.
-    fn evaluate_metrics(&self, run: &RunDir, snapshot: &Path) -> Result<()> {
+    /// each tagged with the snapshot (`None` on ranks other than 0, which
+    /// compute their share and write nothing).
+    fn evaluate_metrics(&self, run: &RunDir, snapshot: Option<&Path>) -> Result<()> {
         let (Some(metrics), Some(generator)) = (&self.metrics, self.step.evaluated_generator()) else {
             return Ok(());
         };
-        for mut line in metrics.evaluate(generator)? {
+        let lines = match &self.group {
+            Some(group) => metrics.evaluate_shared(generator, group)?,
+            None => Some(metrics.evaluate(generator)?),
+        };
+        let (Some(lines), Some(snapshot)) = (lines, snapshot) else { return Ok(()) };
+        for mut line in lines {
             line["snapshot"] = serde_json::json!(snapshot.file_name().map(|n| n.to_string_lossy().into_owned()));
             line["kimg"] = serde_json::json!(self.state.nimg as f64 / 1000.0);
             line["iteration"] = serde_json::json!(self.state.iteration);

@@ -114,6 +114,16 @@ fn training_device<A>(config: &RunConfig<A>, launch: Option<&Launch>) -> Result<
     }
 }
 
+/// On a rank other than 0: its share of the snapshot metrics, if any.
+fn add_rank_metrics<A: Algorithm>(config: &RunConfig<A>, runner: &mut Runner) -> Result<()> {
+    if config.run.metrics.list.is_empty() {
+        return Ok(());
+    }
+    let metrics =
+        SnapshotMetrics::for_other_rank(&config.run.metrics, config.base_dir(), config.run.seed, runner.device())?;
+    runner.set_metrics(metrics)
+}
+
 /// Joins the group of `launch` and makes `runner` one of its ranks.
 fn join_group(runner: &mut Runner, launch: Launch) -> Result<()> {
     let group = Distributed::join(launch, runner.device(), timeout_from_env()?)?;
@@ -132,6 +142,7 @@ impl<A: Algorithm> Session<A> {
             join_group(&mut runner, launch)?;
             if !runner.is_writer() {
                 runner.sync_from_rank0()?;
+                add_rank_metrics(&config, &mut runner)?;
                 let run = RunDir::of_rank0(outdir);
                 return Ok(Session { run, config, runner, _lock: None, created: None });
             }
@@ -215,6 +226,7 @@ impl<A: Algorithm> Session<A> {
             join_group(&mut runner, launch)?;
         }
         runner.sync_from_rank0()?;
+        add_rank_metrics(&config, &mut runner)?;
         Ok(Session { run, config, runner, _lock: None, created: None })
     }
 
@@ -227,7 +239,7 @@ impl<A: Algorithm> Session<A> {
         created: Option<Created>,
     ) -> Result<Self> {
         if !config.run.metrics.list.is_empty() {
-            let device = config.run.resolve_device()?;
+            let device = runner.device();
             let metrics = SnapshotMetrics::new(
                 &config.run.metrics,
                 config.base_dir(),

@@ -5,7 +5,8 @@
 use std::path::Path;
 use std::time::Instant;
 
-use difi_core::error::{Error, Result};
+use difi_core::error::{Error, Result, TorchContext};
+use difi_core::shard::Shard;
 use difi_core::traits::{Dataset, Generator};
 use difi_formats::image::to_uint8;
 use difi_metrics::Metric;
@@ -16,14 +17,17 @@ use difi_metrics::precision_recall::precision_recall;
 use tch::{Device, Tensor};
 
 use crate::config::MetricsConfig;
-use crate::generate::sample_batches;
+use crate::distributed::Distributed;
+use crate::generate::{sample_batch, sample_batches};
 use crate::run_dir::RunDir;
 
 /// Computes the configured metrics of a generator.
 pub struct SnapshotMetrics {
     metrics: Vec<Metric>,
     detector: Box<dyn FeatureDetector>,
-    reference: FeatureStats,
+    /// Reference statistics; `None` on ranks other than 0, which only
+    /// compute their share of the generated features.
+    reference: Option<FeatureStats>,
     /// Real features, for precision/recall.
     real_features: Option<Tensor>,
     batch: usize,
@@ -43,11 +47,7 @@ impl SnapshotMetrics {
         seed: u64,
         device: Device,
     ) -> Result<Self> {
-        let options = DetectorOptions {
-            inception_path: config.inception_path.as_ref().map(|p| base_dir.join(p)),
-            base_dir: Some(base_dir.to_path_buf()),
-        };
-        let detector = config.detector.open(&options, device)?;
+        let detector = open_detector(config, base_dir, device)?;
         let reference = match &config.reference {
             Some(path) => FeatureStats::load(&base_dir.join(path))?,
             None => {
@@ -80,7 +80,7 @@ impl SnapshotMetrics {
         Ok(SnapshotMetrics {
             metrics: config.list.clone(),
             detector,
-            reference,
+            reference: Some(reference),
             real_features,
             batch: config.batch_size.max(1),
             seed,
@@ -88,12 +88,60 @@ impl SnapshotMetrics {
         })
     }
 
+    /// What a rank other than 0 of a data-parallel run needs: the detector,
+    /// to compute its share of the generated images' features.
+    pub fn for_other_rank(config: &MetricsConfig, base_dir: &Path, seed: u64, device: Device) -> Result<Self> {
+        Ok(SnapshotMetrics {
+            metrics: config.list.clone(),
+            detector: open_detector(config, base_dir, device)?,
+            reference: None,
+            real_features: None,
+            batch: config.batch_size.max(1),
+            seed,
+            device,
+        })
+    }
+
+    /// The most generated images any metric needs.
+    fn num_images(&self) -> Option<usize> {
+        self.metrics.iter().map(Metric::num_images).max()
+    }
+
     /// Evaluates every metric; one JSON object per metric.
     pub fn evaluate(&self, generator: &dyn Generator) -> Result<Vec<serde_json::Value>> {
-        let Some(num) = self.metrics.iter().map(Metric::num_images).max() else { return Ok(Vec::new()) };
+        let Some(num) = self.num_images() else { return Ok(Vec::new()) };
         let started = Instant::now();
         let features = generator_features(generator, self.detector.as_ref(), num, self.batch, self.seed, self.device)?;
-        let generation_s = started.elapsed().as_secs_f64();
+        self.results(&features, started.elapsed().as_secs_f64())
+    }
+
+    /// [`evaluate`](Self::evaluate) shared by the ranks of `group`: each
+    /// generates and measures the batches `rank, rank + N, …` (every batch
+    /// is drawn from its own seed, so they are the batches one process
+    /// makes), the features are summed into place on every rank, and rank 0
+    /// computes the metrics (`None` elsewhere).
+    pub fn evaluate_shared(
+        &self,
+        generator: &dyn Generator,
+        group: &Distributed,
+    ) -> Result<Option<Vec<serde_json::Value>>> {
+        let Some(num) = self.num_images() else { return Ok(Some(Vec::new())) };
+        let started = Instant::now();
+        let features =
+            shard_features(generator, self.detector.as_ref(), num, self.batch, self.seed, self.device, group.shard())?;
+        group.sum(&features)?;
+        if !group.is_writer() {
+            return Ok(None);
+        }
+        self.results(&features, started.elapsed().as_secs_f64()).map(Some)
+    }
+
+    /// The metrics of generated `features` `[num, D]`.
+    fn results(&self, features: &Tensor, generation_s: f64) -> Result<Vec<serde_json::Value>> {
+        let reference = self
+            .reference
+            .as_ref()
+            .ok_or_else(|| Error::config("metrics", "only rank 0 holds the reference statistics"))?;
         let label = if self.detector.is_proxy() { "proxy-FID" } else { "FID" };
         let mut results = Vec::new();
         for metric in &self.metrics {
@@ -101,7 +149,7 @@ impl SnapshotMetrics {
             let value = match *metric {
                 Metric::Fid { num } => {
                     let stats = FeatureStats::from_features(&features.narrow(0, 0, num as i64))?;
-                    serde_json::json!({ label: frechet_distance(&stats, &self.reference)? })
+                    serde_json::json!({ label: frechet_distance(&stats, reference)? })
                 }
                 Metric::PrecisionRecall { num, k } => {
                     let real = self.real_features.as_ref().expect("checked in new");
@@ -119,6 +167,53 @@ impl SnapshotMetrics {
             }));
         }
         Ok(results)
+    }
+}
+
+fn open_detector(config: &MetricsConfig, base_dir: &Path, device: Device) -> Result<Box<dyn FeatureDetector>> {
+    let options = DetectorOptions {
+        inception_path: config.inception_path.as_ref().map(|p| base_dir.join(p)),
+        base_dir: Some(base_dir.to_path_buf()),
+    };
+    config.detector.open(&options, device)
+}
+
+/// This rank's share of [`generator_features`]: `[n, D]`, holding the
+/// features of batches `shard.rank, shard.rank + world_size, …` in their
+/// rows and zeros elsewhere, so that summing every rank's gives the whole.
+fn shard_features(
+    generator: &dyn Generator,
+    detector: &dyn FeatureDetector,
+    n: usize,
+    batch: usize,
+    seed: u64,
+    device: Device,
+    shard: Shard,
+) -> Result<Tensor> {
+    let (n, batch) = (n as i64, batch.max(1) as i64);
+    let mut features: Option<Tensor> = None;
+    let batches = (n + batch - 1) / batch;
+    for index in (shard.rank..batches).step_by(shard.world_size.max(1) as usize) {
+        let start = index * batch;
+        let b = batch.min(n - start);
+        let (images, _) = sample_batch(generator, index as u64, b, seed, device)?;
+        let part = detector.features(&to_uint8(&images)?)?;
+        let all = match &features {
+            Some(all) => all,
+            None => {
+                features.insert(Tensor::f_zeros([n, part.size()[1]], (part.kind(), part.device())).ctx("features")?)
+            }
+        };
+        all.f_narrow(0, start, b).ctx("features")?.f_copy_(&part).ctx("features")?;
+    }
+    match features {
+        Some(features) => Ok(features),
+        // A rank with no batch still joins the sum, with zeros of the right width.
+        None => {
+            let (images, _) = sample_batch(generator, 0, 1, seed, device)?;
+            let width = detector.features(&to_uint8(&images)?)?;
+            Tensor::f_zeros([n, width.size()[1]], (width.kind(), width.device())).ctx("features")
+        }
     }
 }
 
