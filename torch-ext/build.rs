@@ -11,8 +11,13 @@ use std::path::PathBuf;
 mod link_torch;
 
 /// Every C++ source of the shim; add new files here as the crate grows.
-const SOURCES: &[&str] =
-    &["csrc/difi_ext.cpp", "csrc/multi_tensor.cpp", "csrc/distributed.cpp", "csrc/distributed_nccl.cpp"];
+const SOURCES: &[&str] = &[
+    "csrc/difi_ext.cpp",
+    "csrc/multi_tensor.cpp",
+    "csrc/autocast.cpp",
+    "csrc/distributed.cpp",
+    "csrc/distributed_nccl.cpp",
+];
 
 fn main() -> Result<(), Box<dyn Error>> {
     let lib_dir = libtorch_lib_dir()?;

@@ -14,6 +14,7 @@
 use std::ffi::{CStr, c_char, c_int};
 use std::fmt;
 
+pub mod autocast;
 pub mod distributed;
 pub mod multi_tensor;
 

@@ -30,13 +30,14 @@ use crate::optim::AdamConfig;
 pub const CONFIG_VERSION: u64 = 1;
 
 /// The top-level keys the runner owns; every other key is the algorithm's.
-pub const RUN_KEYS: [&str; 12] = [
+pub const RUN_KEYS: [&str; 13] = [
     "version",
     "algorithm",
     "description",
     "seed",
     "device",
     "allow_tf32",
+    "autocast",
     "base_dir",
     "plugins",
     "dataset",
@@ -46,7 +47,7 @@ pub const RUN_KEYS: [&str; 12] = [
 ];
 
 /// Keys printed before the algorithm's section; the rest follow it.
-const HEAD_KEYS: usize = 8;
+const HEAD_KEYS: usize = 9;
 
 /// What the runner needs, whatever the algorithm.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -72,6 +73,11 @@ pub struct RunSettings {
     /// (faster, ~1e-3 relative error); off by default, as in EDM.
     #[serde(default)]
     pub allow_tf32: bool,
+    /// Mixed precision for every forward pass of training (`torch.autocast`):
+    /// `"none"` (the default), `"bf16"` or `"fp16"` (which wants a loss scale,
+    /// `optim.*.loss_scale`, against underflowing gradients).
+    #[serde(default, skip_serializing_if = "Autocast::is_none")]
+    pub autocast: Autocast,
     /// Directory that relative paths are relative to (default: the config's own directory).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base_dir: Option<PathBuf>,
@@ -92,6 +98,35 @@ pub struct RunSettings {
     /// Metrics computed at every snapshot.
     #[serde(default)]
     pub metrics: MetricsConfig,
+}
+
+/// The precision [`RunSettings::autocast`] asks for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Autocast {
+    /// Every op in its own dtype (float32).
+    #[default]
+    None,
+    /// Matrix products and convolutions in bfloat16.
+    Bf16,
+    /// Matrix products and convolutions in float16.
+    Fp16,
+}
+
+impl Autocast {
+    /// Whether autocast is off.
+    pub fn is_none(&self) -> bool {
+        *self == Autocast::None
+    }
+
+    /// The dtype of autocast regions, if on.
+    pub fn kind(self) -> Option<tch::Kind> {
+        match self {
+            Autocast::None => None,
+            Autocast::Bf16 => Some(tch::Kind::BFloat16),
+            Autocast::Fp16 => Some(tch::Kind::Half),
+        }
+    }
 }
 
 impl RunSettings {

@@ -13,7 +13,8 @@ use difi_core::error::{Error, Result};
 use difi_core::rng::{RngStream, reseed};
 use difi_core::shard::ShardGuard;
 use difi_formats::image::write_png;
-use tch::Device;
+use difi_torch_ext::autocast::AutocastGuard;
+use tch::{Device, Kind};
 
 use crate::config::{RunSettings, Schedule};
 use crate::distributed::Distributed;
@@ -48,6 +49,8 @@ pub struct Runner {
     metrics: Option<SnapshotMetrics>,
     /// The group this process trains with, when data-parallel.
     group: Option<Rc<Distributed>>,
+    /// The dtype of autocast around each step call, if any.
+    autocast: Option<Kind>,
 }
 
 impl Runner {
@@ -94,6 +97,7 @@ impl Runner {
             device,
             metrics: None,
             group: None,
+            autocast: settings.autocast.kind(),
         })
     }
 
@@ -142,19 +146,28 @@ impl Runner {
         self.group.as_ref().is_none_or(|g| g.is_writer())
     }
 
-    /// A step context for one call, sharded when data-parallel.
+    /// A step context for one call, sharded when data-parallel, and the
+    /// guards of its shard and autocast region.
     fn context<'a>(
         device: Device,
         batch: i64,
         iteration: u64,
         optimizers: &'a mut BTreeMap<String, Adam>,
         group: Option<&'a Distributed>,
-    ) -> (StepContext<'a>, Option<ShardGuard>) {
+        autocast: Option<Kind>,
+    ) -> Result<(StepContext<'a>, StepGuards)> {
+        let autocast = autocast
+            .map(|kind| AutocastGuard::enable(device, kind))
+            .transpose()
+            .map_err(|e| step_error(format!("autocast: {e}")))?;
         let ctx = StepContext::new(device, batch, iteration, optimizers);
-        match group {
-            Some(group) => (ctx.data_parallel(group), Some(ShardGuard::enter(group.shard()))),
-            None => (ctx, None),
-        }
+        Ok(match group {
+            Some(group) => (
+                ctx.data_parallel(group),
+                StepGuards { _shard: Some(ShardGuard::enter(group.shard())), _autocast: autocast },
+            ),
+            None => (ctx, StepGuards { _shard: None, _autocast: autocast }),
+        })
     }
 
     /// Computes `metrics` of the step's evaluated generator after every snapshot.
@@ -191,10 +204,16 @@ impl Runner {
     pub fn iteration(&mut self) -> Result<Losses> {
         let batch = self.schedule.batch_size;
         let group = self.group.clone();
-        let (mut ctx, _shard) =
-            Self::context(self.device, batch, self.state.iteration, &mut self.optimizers, group.as_deref());
+        let (mut ctx, guards) = Self::context(
+            self.device,
+            batch,
+            self.state.iteration,
+            &mut self.optimizers,
+            group.as_deref(),
+            self.autocast,
+        )?;
         let losses = self.step.iteration(&mut ctx)?;
-        drop(_shard);
+        drop(guards);
         let beta = ema_beta(self.schedule.ema_halflife_kimg, self.schedule.ema_rampup_ratio, self.state.nimg, batch);
         for ema in &self.emas {
             ema.update(beta)?;
@@ -224,15 +243,16 @@ impl Runner {
                 return Ok(Outcome::Stopped);
             }
             reseed(self.seed, RngStream::Warmup, self.state.warmup_done);
-            let (mut ctx, _shard) = Self::context(
+            let (mut ctx, guards) = Self::context(
                 self.device,
                 self.schedule.batch_size,
                 self.state.iteration,
                 &mut self.optimizers,
                 group.as_deref(),
-            );
+                self.autocast,
+            )?;
             let losses = self.step.warmup(&mut ctx)?;
-            drop(_shard);
+            drop(guards);
             if let Some(name) = losses.first_non_finite() {
                 return Err(Error::NonFinite {
                     what: loss_label(name),
@@ -393,6 +413,13 @@ impl Runner {
         self.state = snapshot::load(dir, &self.parts, &mut self.optimizers)?;
         Ok(())
     }
+}
+
+/// What is in effect while a step runs: this rank's shard of the batch and
+/// an autocast region, each when configured.
+struct StepGuards {
+    _shard: Option<ShardGuard>,
+    _autocast: Option<AutocastGuard>,
 }
 
 /// Rows and columns of a snapshot's sample grid.

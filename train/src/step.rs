@@ -10,6 +10,8 @@ use difi_core::traits::Generator;
 use tch::nn::VarStore;
 use tch::{Device, Tensor};
 
+use difi_torch_ext::autocast::AutocastGuard;
+
 use crate::distributed::Distributed;
 use crate::optim::{Adam, NonFinite};
 
@@ -124,6 +126,7 @@ impl<'a> StepContext<'a> {
         })?;
         let value = loss.f_double_value(&[]).ctx("read loss")?;
         let lr = optimizer.config().learning_rate(optimizer.steps(), self.global_batch_size);
+        let _backward_outside_autocast = suspend_autocast(self.device)?;
         let Some(group) = self.group else {
             optimizer.update(loss, value, lr)?;
             return Ok(value);
@@ -161,6 +164,7 @@ impl<'a> StepContext<'a> {
             let value = loss.f_double_value(&[]).ctx("read loss")?;
             total += value;
             if value.is_finite() || optimizer.config().nonfinite == NonFinite::Clamp {
+                let _backward_outside_autocast = suspend_autocast(self.device)?;
                 optimizer.backward(&loss)?;
             }
         }
@@ -173,6 +177,17 @@ impl<'a> StepContext<'a> {
         apply_or_skip(optimizer, total, lr)?;
         Ok(total)
     }
+}
+
+/// Autocast off until dropped, when a region is on: PyTorch advises running
+/// backward passes outside autocast (they take the forward ops' dtypes anyway).
+fn suspend_autocast(device: Device) -> Result<Option<AutocastGuard>> {
+    let autocast_error = |e: difi_torch_ext::Error| Error::Plugin { plugin: "autocast".into(), message: e.to_string() };
+    let (enabled, _) = difi_torch_ext::autocast::state(device).map_err(autocast_error)?;
+    if !enabled {
+        return Ok(None);
+    }
+    AutocastGuard::suspend(device).map(Some).map_err(autocast_error)
 }
 
 /// Applies the accumulated gradients unless the loss `value` is not finite
