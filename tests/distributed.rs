@@ -110,6 +110,29 @@ fn two_gloo_ranks_reproduce_one_process() {
 }
 
 #[test]
+fn torchrun_launches_difi_ranks() {
+    let dir = scratch("distributed-torchrun");
+    let torchrun = root().join(".venv/bin/torchrun");
+    assert!(torchrun.is_file(), "make setup installs torch, and torchrun with it, into .venv");
+    let (one, launched) = (dir.join("one"), dir.join("torchrun"));
+    difi_ok(&distill_args(&one, &[]));
+    let mut args = vec!["--standalone", "--nproc-per-node", "2", "--max-restarts", "0", "--no-python", "--"];
+    args.push(env!("CARGO_BIN_EXE_difi"));
+    args.extend(distill_args(&launched, &[]));
+    let output = Command::new(&torchrun)
+        .current_dir(root())
+        .env("OMP_NUM_THREADS", "1")
+        .args(&args)
+        .output()
+        .expect("run torchrun");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let snapshot = latest_snapshot(&launched);
+    let difference = relative_difference(&latest_snapshot(&one), &snapshot);
+    assert!(difference < 1e-4, "weights differ by {difference:e} (relative)");
+    assert_eq!(state(&snapshot)["world_size"], 2);
+}
+
+#[test]
 fn a_run_resumes_on_another_number_of_ranks() {
     let dir = scratch("distributed-resume");
     let (whole, split) = (dir.join("whole"), dir.join("split"));

@@ -272,6 +272,8 @@ impl<A: Algorithm> Session<A> {
                 return Err(err);
             }
         };
-        Ok(Finished { outcome, state: self.runner.state().clone(), snapshot: self.run.latest_snapshot()? })
+        // Ranks other than 0 wrote nothing to point at.
+        let snapshot = if self.runner.is_writer() { self.run.latest_snapshot()? } else { None };
+        Ok(Finished { outcome, state: self.runner.state().clone(), snapshot })
     }
 }
