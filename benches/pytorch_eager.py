@@ -869,9 +869,12 @@ def check(spec, path, bound):
     tensors = read_safetensors(path)
     device = torch.device(spec.get("check_device") or "cpu")
     teacher = build_teacher(spec, device).eval()
+    # The teacher's weights first: copies of it are made from them.
+    if any(k.startswith("teacher.") for k in tensors):
+        load_weights(teacher, tensors, "teacher.", "teacher")
     generator = build_generator(spec, teacher, device).eval()
     fake = build_fake_score(spec, teacher, device).eval()
-    for prefix, net in (("teacher.", teacher), ("generator.", generator), ("fake_score.", fake)):
+    for prefix, net in (("generator.", generator), ("fake_score.", fake)):
         if any(k.startswith(prefix) for k in tensors):
             load_weights(net, tensors, prefix, prefix[:-1])
     get = lambda k: tensors[k].to(device) if k in tensors else None  # noqa: E731
