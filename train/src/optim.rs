@@ -237,7 +237,7 @@ impl Adam {
             let _ = self.exp_avg_sq[i].f_lerp_(&grad_sq, 1.0 - beta2).ctx("adam v")?;
             // The update m / (√v / bias2 + eps) · lr / bias1, in place on
             // one temporary: the same operations in the same order as the
-            // out-of-place form (bit for bit), without its four extra
+            // out-of-place form (bit for bit), without its five extra
             // allocations per tensor.
             let mut update = self.exp_avg_sq[i].f_sqrt().ctx("adam")?;
             let _ = update.f_div_scalar_(bias2_sqrt).ctx("adam")?;
