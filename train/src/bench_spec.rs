@@ -50,7 +50,8 @@ const CHECK_SAMPLES: i64 = 4;
 pub fn write_check(config: &RunConfig<DiffInstruct>, registry: &Registry, device: Device, path: &Path) -> Result<()> {
     let env = config.build_env(registry, device, config.dataset(registry)?);
     let algorithm = &config.algorithm;
-    let (mut teacher, mut generator, mut fake) = algorithm.build_networks(&env)?;
+    let networks = algorithm.build_networks(&env)?;
+    let (mut teacher, mut generator, mut fake) = (networks.teacher, networks.generator, networks.fake_score);
     teacher.set_train(false);
     generator.set_train(false);
     fake.set_train(false);
