@@ -154,9 +154,41 @@ fn bench_reports_speed_and_memory() {
     ]);
     let report: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(report["batch_size"], 256);
-    for key in ["sec_per_iteration", "generator_images_per_s", "sec_per_kimg", "rss_mib"] {
+    for key in [
+        "sec_per_iteration",
+        "sec_per_iteration_median",
+        "generator_images_per_s",
+        "sec_per_kimg",
+        "rss_mib",
+        "peak_rss_mib",
+    ] {
         assert!(report[key].as_f64().is_some_and(|v| v > 0.0), "{key}: {report}");
     }
+}
+
+#[test]
+fn compare_pytorch_without_python_says_so() {
+    let err = difi_err(&[
+        "bench",
+        "configs/toy-gmm.ron",
+        "--compare-pytorch",
+        "--python",
+        "/nonexistent/python3",
+        "--set",
+        "device=cpu",
+    ]);
+    assert!(err.contains("/nonexistent/python3") && err.contains("--python PATH"), "{err}");
+}
+
+#[test]
+fn bench_writes_the_pytorch_scripts_spec() {
+    let dir = scratch("bench-spec");
+    let path = dir.join("spec.json");
+    difi_ok(&["bench", "configs/toy-gmm.ron", "--write-spec", arg(&path)]);
+    let spec: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert_eq!(spec["config"]["schedule"]["batch_size"], 256);
+    assert_eq!(spec["config"]["fake_updates_per_iter"], 2);
+    assert!(spec["base_dir"].as_str().is_some_and(|d| d.ends_with("configs")), "{spec}");
 }
 
 #[test]

@@ -1,12 +1,16 @@
 //! `difi bench CONFIG`: the speed and memory of Diff-Instruct iterations for
 //! a config, timed after a warm-up with the GPU synchronised before every
-//! clock reading.
+//! clock reading; with `--compare-pytorch`, side by side with the same
+//! iteration in PyTorch eager (`benches/pytorch_eager.py`).
 
-use std::path::PathBuf;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use difi_train::bench::bench;
+use difi_train::bench_compare::{Contender, check_python, compare, table};
+use difi_train::bench_spec::{write_check, write_spec};
 
 use crate::ConfigArgs;
 
@@ -23,16 +27,49 @@ pub struct Args {
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
+    /// Time difi and the PyTorch eager script alternately, each round in a
+    /// fresh process, and print both with the ratio.
+    #[arg(long)]
+    compare_pytorch: bool,
+    /// Rounds of each with --compare-pytorch.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// The Python with torch for --compare-pytorch (default: the project's .venv/bin/python).
+    #[arg(long, value_name = "PATH")]
+    python: Option<PathBuf>,
+    /// The PyTorch eager script (default: benches/pytorch_eager.py of this repository).
+    #[arg(long, value_name = "PATH")]
+    script: Option<PathBuf>,
+    /// Write the resolved config as the script's JSON spec and exit.
+    #[arg(long, value_name = "FILE")]
+    write_spec: Option<PathBuf>,
+    /// Write the networks' weights, fixed inputs and difi's outputs (the
+    /// script's --check compares against them) and exit.
+    #[arg(long, value_name = "FILE")]
+    write_check: Option<PathBuf>,
     #[command(flatten)]
     config_args: ConfigArgs,
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
     let (config, registry) = super::load_resolved(&args.config, &args.config_args)?;
+    if let Some(path) = &args.write_spec {
+        write_spec(&config, path).with_context(|| format!("writing {}", path.display()))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let Some(path) = &args.write_check {
+        let device = config.run.resolve_device()?;
+        write_check(&config, &registry, device, path).with_context(|| format!("writing {}", path.display()))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if args.compare_pytorch {
+        return compare_pytorch(&args, &config);
+    }
     let report = bench(&config, &registry, args.iterations, args.warmup).context("timing iterations")?;
     let fake_updates = config.algorithm.fake_updates_per_iter;
     if args.json {
         let mut json = serde_json::to_value(&report)?;
+        json["implementation"] = serde_json::json!("difi");
         json["config"] = serde_json::json!(args.config);
         json["fake_updates_per_iter"] = serde_json::json!(fake_updates);
         json["generator_images_per_s"] = serde_json::json!(report.images_per_s);
@@ -40,12 +77,92 @@ pub fn run(args: Args) -> Result<ExitCode> {
         println!("{json}");
         return Ok(ExitCode::SUCCESS);
     }
-    println!("{} on {}, batch {}", args.config.display(), report.device, report.batch_size);
-    println!("  {:.4} s per iteration ({fake_updates} fake-score + 1 generator update)", report.sec_per_iteration);
+    println!("{} on {}, batch {}, {} threads", args.config.display(), report.device, report.batch_size, report.threads);
+    println!(
+        "  {:.4} s per iteration, median (mean {:.4}; {fake_updates} fake-score + 1 generator update)",
+        report.sec_per_iteration_median, report.sec_per_iteration
+    );
     println!("  {:.1} generator images/s, {:.1} s per kimg", report.images_per_s, report.sec_per_kimg);
     if let Some(mib) = report.gpu_mem_mib {
         println!("  GPU memory in use {mib:.0} MiB");
     }
-    println!("  resident memory {:.0} MiB", report.rss_mib.unwrap_or(f64::NAN));
+    println!(
+        "  resident memory {:.0} MiB (peak {:.0} MiB)",
+        report.rss_mib.unwrap_or(f64::NAN),
+        report.peak_rss_mib.unwrap_or(f64::NAN)
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `path` relative to the working directory if it is there, else to this
+/// repository (where the binary was built).
+fn in_repository(path: &str) -> PathBuf {
+    let local = PathBuf::from(path);
+    if local.exists() { local } else { Path::new(env!("CARGO_MANIFEST_DIR")).join(path) }
+}
+
+fn compare_pytorch(args: &Args, config: &difi_train::RunConfig<difi_train::DiffInstruct>) -> Result<ExitCode> {
+    let python = args.python.clone().unwrap_or_else(|| in_repository(".venv/bin/python"));
+    let torch = check_python(&python)?;
+    let script = args.script.clone().unwrap_or_else(|| in_repository("benches/pytorch_eager.py"));
+    anyhow::ensure!(script.exists(), "the PyTorch script {} does not exist; pass --script PATH", script.display());
+    let spec = std::env::temp_dir().join(format!("difi-bench-spec-{}.json", std::process::id()));
+    write_spec(config, &spec).with_context(|| format!("writing {}", spec.display()))?;
+
+    let counts = |mut v: Vec<OsString>| {
+        v.extend(
+            ["--json", "--iterations", &args.iterations.to_string(), "--warmup", &args.warmup.to_string()]
+                .map(OsString::from),
+        );
+        v
+    };
+    let mut difi_args: Vec<OsString> = vec!["bench".into(), args.config.clone().into()];
+    for value in &args.config_args.overrides {
+        difi_args.extend(["--set".into(), value.into()]);
+    }
+    for plugin in &args.config_args.plugins {
+        difi_args.extend(["--plugin".into(), plugin.into()]);
+    }
+    let contenders = [
+        Contender {
+            name: "difi".into(),
+            program: std::env::current_exe().context("locating the difi binary")?,
+            args: counts(difi_args),
+        },
+        Contender {
+            name: "pytorch eager".into(),
+            program: python.clone(),
+            args: counts(vec![script.into(), "--spec".into(), spec.clone().into()]),
+        },
+    ];
+    let summaries = compare(&contenders, args.rounds.max(1));
+    let _ = std::fs::remove_file(&spec);
+    let summaries = summaries.context("comparing with PyTorch")?;
+    if args.json {
+        let rows: Vec<_> = summaries
+            .iter()
+            .map(|s| {
+                serde_json::json!({
+                    "implementation": s.name, "device": s.device, "threads": s.threads, "batch_size": s.batch_size,
+                    "sec_per_iteration": s.sec_per_iteration, "rounds": s.rounds, "images_per_s": s.images_per_s(),
+                    "peak_rss_mib": s.peak_rss_mib, "gpu_mem_mib": s.gpu_mem_mib,
+                })
+            })
+            .collect();
+        let ratio = summaries[1].sec_per_iteration / summaries[0].sec_per_iteration;
+        println!("{}", serde_json::json!({"config": args.config, "torch": torch, "results": rows, "ratio": ratio}));
+        return Ok(ExitCode::SUCCESS);
+    }
+    let first = &summaries[0];
+    println!(
+        "{} on {}, batch {}, {} threads, {} rounds of {} iterations (torch {torch})",
+        args.config.display(),
+        first.device,
+        first.batch_size,
+        first.threads.map_or("?".into(), |t| t.to_string()),
+        args.rounds.max(1),
+        args.iterations
+    );
+    print!("{}", table(&summaries));
     Ok(ExitCode::SUCCESS)
 }

@@ -12,19 +12,31 @@ use tch::Device;
 use crate::algorithm::Algorithm;
 use crate::config::RunConfig;
 use crate::session::build_runner;
-use crate::stats::{gpu_memory_used_mib, resident_memory_mib};
+use crate::stats::{gpu_memory_used_mib, peak_resident_memory_mib, resident_memory_mib};
 
 /// What `difi bench` reports.
 #[derive(Clone, Debug, Serialize)]
 pub struct BenchReport {
     pub device: String,
+    /// libtorch's intra-op threads.
+    pub threads: i32,
     pub batch_size: i64,
+    /// Timed iterations.
+    pub iterations: u64,
+    /// Mean over the timed iterations.
     pub sec_per_iteration: f64,
-    /// Samples per second through one iteration.
+    /// Median of the timed iterations, each clocked on its own.
+    pub sec_per_iteration_median: f64,
+    /// Samples per second through one iteration (from the median).
     pub images_per_s: f64,
+    /// Seconds per thousand samples (from the median).
     pub sec_per_kimg: f64,
+    /// Device-wide memory in use on the GPU after the timed iterations (NVML).
     pub gpu_mem_mib: Option<f64>,
+    /// Resident memory after the timed iterations.
     pub rss_mib: Option<f64>,
+    /// Peak resident memory of the process.
+    pub peak_rss_mib: Option<f64>,
 }
 
 fn synchronize(device: Device) {
@@ -33,8 +45,21 @@ fn synchronize(device: Device) {
     }
 }
 
+/// The median of `values` (NaN when empty).
+pub fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    match sorted.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => sorted[n / 2],
+        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+    }
+}
+
 /// Runs `warmup` untimed iterations (allocator, cuDNN autotuning), then
-/// times `iterations`.
+/// times `iterations`, each on its own clock (the GPU synchronised after
+/// each: the iteration already waits for its loss values, so this adds
+/// little).
 pub fn bench<A: Algorithm>(
     config: &RunConfig<A>,
     registry: &Registry,
@@ -48,24 +73,44 @@ pub fn bench<A: Algorithm>(
         runner.iteration()?;
     }
     synchronize(device);
+    let mut times = Vec::with_capacity(iterations as usize);
     let started = Instant::now();
     for i in 0..iterations {
         reseed(config.run.seed, RngStream::Iteration, warmup + i);
+        let clock = Instant::now();
         runner.iteration()?;
+        synchronize(device);
+        times.push(clock.elapsed().as_secs_f64());
     }
-    synchronize(device);
     let seconds = started.elapsed().as_secs_f64() / iterations.max(1) as f64;
+    let median = median(&times);
     let batch = config.run.schedule.batch_size;
     Ok(BenchReport {
         device: format!("{device:?}"),
+        threads: tch::get_num_threads(),
         batch_size: batch,
+        iterations,
         sec_per_iteration: seconds,
-        images_per_s: batch as f64 / seconds,
-        sec_per_kimg: seconds * 1000.0 / batch as f64,
+        sec_per_iteration_median: median,
+        images_per_s: batch as f64 / median,
+        sec_per_kimg: median * 1000.0 / batch as f64,
         gpu_mem_mib: match device {
             Device::Cuda(index) => gpu_memory_used_mib(index),
             _ => None,
         },
         rss_mib: resident_memory_mib(),
+        peak_rss_mib: peak_resident_memory_mib(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_median_of_odd_and_even_counts() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert!(median(&[]).is_nan());
+    }
 }

@@ -10,12 +10,15 @@
 //! - [`distributed`]: data parallelism over c10d (torchrun/Slurm launches);
 //! - [`optim`], [`ema`], [`snapshot`], [`run_dir`], [`stats`]: the runner's parts;
 //! - [`networks`], [`denoiser_generator`], [`denoising_loss`]: building blocks of the algorithms;
-//! - [`generate`], [`run_generator`], [`snapshot_metrics`], [`bench`]: using what was trained.
+//! - [`generate`], [`run_generator`], [`snapshot_metrics`], [`bench`]: using what was trained;
+//! - [`bench_spec`], [`bench_compare`]: timing difi against the PyTorch eager script side by side.
 
 pub mod algorithm;
 pub mod algorithms;
 pub mod augment;
 pub mod bench;
+pub mod bench_compare;
+pub mod bench_spec;
 pub mod config;
 pub mod denoiser_generator;
 pub mod denoising_loss;

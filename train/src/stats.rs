@@ -72,6 +72,15 @@ pub fn resident_memory_mib() -> Option<f64> {
     Some(pages * 4096.0 / (1024.0 * 1024.0))
 }
 
+/// The process's peak resident set size (`VmHWM`), in MiB; `None` where
+/// `/proc` does not say.
+pub fn peak_resident_memory_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
 /// Memory in use on CUDA device `index`, in MiB, from NVIDIA's management
 /// library (device-wide: libtorch's caching allocator holds what it has
 /// reserved, so after some iterations this is the run's peak). `None` where

@@ -135,6 +135,25 @@ impl DiffInstruct {
         let teacher = self.build_teacher(env)?;
         builder(env).generator(&self.generator, "generator", &self.teacher, teacher.as_ref(), 1)
     }
+
+    /// The teacher, the generator and the fake score as a run builds them
+    /// (the same initialisation streams), outside a step: what
+    /// `difi bench --write-check` evaluates.
+    pub fn build_networks(&self, env: &BuildEnv<'_>) -> Result<Networks> {
+        let b = builder(env);
+        let teacher = b.teacher(&self.teacher, "teacher", 0)?;
+        let generator = b.generator(&self.generator, "generator", &self.teacher, teacher.as_ref(), 1)?;
+        let fake_score = b.trainable_score_model(&self.fake_score, "fake_score", &self.teacher, teacher.as_ref(), 2)?;
+        check_roles(teacher.as_ref(), generator.as_ref(), fake_score.as_ref())?;
+        Ok(Networks { teacher, generator, fake_score })
+    }
+}
+
+/// A Diff-Instruct run's three networks, built outside a step.
+pub struct Networks {
+    pub teacher: Box<dyn ScoreModel>,
+    pub generator: Box<dyn Generator>,
+    pub fake_score: Box<dyn ScoreModel>,
 }
 
 fn builder<'a>(env: &BuildEnv<'a>) -> NetworkBuilder<'a> {
