@@ -35,6 +35,11 @@ fn explicit_null<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
     Option::<T>::deserialize(d).map(Some)
 }
 
+/// Empty keyword groups are left out of a written config (RON has no empty struct value to read back).
+fn is_default<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
+}
+
 /// `DiscriminatorBlock`'s keywords (`block_kwargs`), each optional.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -91,12 +96,12 @@ pub struct DiscriminatorArgs {
     /// Size of the label embedding; `None`: the channels at 4×4.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cmap_dim: Option<i64>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub block_kwargs: BlockArgs,
     /// The label mapping's keywords (`w_avg_beta` is not one: D tracks no W).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub mapping_kwargs: MappingArgs,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub epilogue_kwargs: EpilogueArgs,
 }
 
