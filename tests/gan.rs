@@ -1,7 +1,7 @@
 //! `difi train-gan` end to end on tiny networks: a class-conditional
 //! StyleGAN2 on the 8×8 digits fixture trains through the runner (lazy R1
-//! included), saves both networks, samples, resumes exactly, and refuses
-//! unknown fields; `configs/gan-fmnist.ron` checks out.
+//! included), saves both networks, samples (also beside another run),
+//! resumes exactly, and refuses unknown fields; `configs/gan-fmnist.ron` checks out.
 
 mod common;
 
@@ -90,6 +90,13 @@ fn a_tiny_gan_trains_samples_and_resumes_exactly() {
     let resumed = latest_snapshot(&split);
     let difference = max_difference(&last, &resumed);
     assert!(difference == 0.0, "resumed run differs by {difference}");
+
+    // Two runs' grids side by side, on the same latents: a before | after picture.
+    let picture = dir.join("beside.png");
+    difi_ok(&["sample", "--run", arg(&whole), "--beside", arg(&split), "--n", "4", "--out", arg(&picture)]);
+    assert!(std::fs::metadata(&picture).unwrap().len() > 0);
+    let err = difi_err(&["sample", "--run", arg(&whole), "--beside", arg(&split), "--n", "4", "--out", arg(&samples)]);
+    assert!(err.contains(".png"), "{err}");
 }
 
 #[test]
