@@ -41,6 +41,8 @@ enum Command {
     Distill(commands::distill::Args),
     /// Train a diffusion model (a teacher) on a dataset with EDM's loss (or resume a run).
     TrainTeacher(commands::train_teacher::Args),
+    /// Train a StyleGAN2 GAN on a dataset (or resume a run): a generator to refine.
+    TrainGan(commands::train_gan::Args),
     /// Time Diff-Instruct iterations of a config (speed and memory).
     Bench(commands::bench::Args),
     /// Validate a config, build its networks, and print it fully resolved.
@@ -78,6 +80,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Distill(args) => commands::distill::run(args),
         Command::TrainTeacher(args) => commands::train_teacher::run(args),
+        Command::TrainGan(args) => commands::train_gan::run(args),
         Command::Check(args) => commands::check::run(args),
         Command::Bench(args) => commands::bench::run(args),
         Command::Sample(args) => commands::sample::run(args),

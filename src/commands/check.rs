@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use difi_core::error::Error;
 use difi_train::config::algorithm_of;
-use difi_train::{Algorithm, DiffInstruct, EdmTeacherTraining};
+use difi_train::{Algorithm, DiffInstruct, EdmTeacherTraining, StyleGan2Gan};
 
 use crate::ConfigArgs;
 
@@ -26,6 +26,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let algorithm = algorithm_of(&args.config).with_context(|| format!("reading config {}", args.config.display()))?;
     match algorithm.as_str() {
         EdmTeacherTraining::NAME => check::<EdmTeacherTraining>(&args),
+        StyleGan2Gan::NAME => check::<StyleGan2Gan>(&args),
         _ => check::<DiffInstruct>(&args),
     }
 }

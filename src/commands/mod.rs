@@ -15,6 +15,7 @@ pub mod plugins;
 pub mod report;
 pub mod sample;
 pub mod showcase;
+pub mod train_gan;
 pub mod train_teacher;
 pub mod training;
 pub mod zoo;

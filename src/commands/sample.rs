@@ -44,6 +44,14 @@ pub struct Args {
     /// Use the raw generator weights instead of their EMA.
     #[arg(long, requires = "run")]
     no_ema: bool,
+    /// Also sample this run's generator on the same latents and classes and
+    /// put its grid beside --run's (a .png --out only); repeatable: a
+    /// before | after picture of a refinement.
+    #[arg(long, value_name = "RUN_DIR", requires = "run")]
+    beside: Vec<PathBuf>,
+    /// Pixels per image pixel in a .png grid.
+    #[arg(long, default_value_t = 1)]
+    scale: i64,
     /// Class of every sample for conditional models (default: uniformly random).
     #[arg(long)]
     class: Option<i64>,
@@ -92,15 +100,21 @@ pub fn run(args: Args) -> Result<ExitCode> {
     if args.n < 1 {
         bail!("--n must be at least 1");
     }
+    if !(1..=16).contains(&args.scale) {
+        bail!("--scale must be 1 to 16");
+    }
     if let Some(ext) = args.out.extension().and_then(|e| e.to_str()).filter(|e| !["npy", "png"].contains(e)) {
         bail!("--out {}: write .npy, .png (a grid) or a directory, not .{ext}", args.out.display());
+    }
+    if !args.beside.is_empty() {
+        return write_beside(&args);
     }
     let (samples, what) = match (&args.run, &args.teacher) {
         (Some(run), _) => sample_generator(&args, run)?,
         (None, Some(config)) => sample_teacher(&args, config)?,
         (None, None) => bail!("give --run RUN_DIR or --teacher CONFIG"),
     };
-    write_samples(&samples, &args.out)?;
+    write_samples(&samples, &args.out, args.scale)?;
     eprintln!("wrote {} samples {:?} from {what} to {}", args.n, samples.size(), args.out.display());
     Ok(ExitCode::SUCCESS)
 }
@@ -116,6 +130,58 @@ fn sample_generator(args: &Args, run: &Path) -> Result<(Tensor, String)> {
     let (samples, _) = generate_samples(loaded.generator.as_ref(), args.n, args.batch, args.seed, loaded.device)?;
     Ok((samples, format!("{} ({} NFE)", loaded.weights.display(), loaded.nfe)))
 }
+
+/// Grids of `--run` and every `--beside` run, sampled from the same seed,
+/// side by side in one PNG with a white column between them.
+fn write_beside(args: &Args) -> Result<ExitCode> {
+    if !matches!(output_kind(&args.out), Output::Grid) {
+        bail!("--beside writes a picture: give --out FILE.png");
+    }
+    let runs: Vec<&PathBuf> = args.run.iter().chain(&args.beside).collect();
+    let mut parts = Vec::new();
+    for run in &runs {
+        let (samples, what) = sample_generator(args, run)?;
+        if samples.dim() != 4 {
+            bail!("{}: samples of shape {:?} are not images", run.display(), samples.size());
+        }
+        let grid = image::grid(&image::to_uint8(&samples)?)?;
+        if let Some(previous) = parts.last() {
+            let previous: &Tensor = previous;
+            if previous.size()[..2] != grid.size()[..2] {
+                bail!("{}: its images do not have the shape of the first run's", run.display());
+            }
+            let [c, h, _] = grid.size()[..] else { bail!("a grid is [C, H, W]") };
+            parts.push(Tensor::f_full([c, h, GAP_PIXELS], 255, (Kind::Uint8, Device::Cpu))?);
+        }
+        eprintln!("{what}");
+        parts.push(grid);
+    }
+    let picture = enlarge(&Tensor::f_cat(&parts, 2)?, args.scale)?;
+    difi_formats::atomic::write_with(&args.out, |tmp| image::write_png(tmp, &picture))?;
+    eprintln!(
+        "wrote {} grids of {} samples (seed {}) side by side to {}",
+        runs.len(),
+        args.n,
+        args.seed,
+        args.out.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A picture `[C, H, W]` with every pixel repeated `scale` × `scale` times.
+fn enlarge(picture: &Tensor, scale: i64) -> Result<Tensor> {
+    if scale == 1 {
+        return Ok(picture.shallow_clone());
+    }
+    Ok(picture.f_repeat_interleave_self_int(scale, Some(1), None)?.f_repeat_interleave_self_int(
+        scale,
+        Some(2),
+        None,
+    )?)
+}
+
+/// White columns between the grids of `--beside`.
+const GAP_PIXELS: i64 = 4;
 
 /// The Heun sampler the arguments describe.
 fn heun_sampler(args: &Args) -> HeunSampler {
@@ -175,7 +241,7 @@ fn sample_teacher(args: &Args, config_path: &Path) -> Result<(Tensor, String)> {
 
 /// Writes samples as .npy, a PNG grid, or a folder of PNGs; files are
 /// written through a temporary name so an existing one is only replaced whole.
-fn write_samples(samples: &Tensor, out: &Path) -> Result<()> {
+fn write_samples(samples: &Tensor, out: &Path, scale: i64) -> Result<()> {
     let is_image = samples.dim() == 4;
     match output_kind(out) {
         Output::Npy => npz::write_npy(out, samples)?,
@@ -183,7 +249,7 @@ fn write_samples(samples: &Tensor, out: &Path) -> Result<()> {
             bail!("{}: samples of shape {:?} are not images; write .npy", out.display(), samples.size())
         }
         Output::Grid => {
-            let grid = image::grid(&image::to_uint8(samples)?)?;
+            let grid = enlarge(&image::grid(&image::to_uint8(samples)?)?, scale)?;
             difi_formats::atomic::write_with(out, |tmp| image::write_png(tmp, &grid))?;
         }
         Output::Folder => {

@@ -11,6 +11,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tch::Device;
 
+use crate::optim::AdamConfig;
 use crate::step::Step;
 
 /// An algorithm's own config section (every top-level key of a config that
@@ -28,6 +29,14 @@ pub trait Algorithm: Clone + Debug + Serialize + DeserializeOwned + 'static {
     /// Checks its hyper-parameters; errors name the key.
     fn validate(&self) -> Result<()> {
         Ok(())
+    }
+
+    /// The optimiser settings part `part` trains with, from its configured
+    /// `optim.<part>` (an algorithm that updates a part in more than one
+    /// phase may rescale them; StyleGAN2's lazy regularisation does). The
+    /// default keeps them.
+    fn optimizer_settings(&self, _part: &str, config: AdamConfig) -> AdamConfig {
+        config
     }
 
     /// Builds its networks and step on `env.device`.

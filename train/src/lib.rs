@@ -4,7 +4,7 @@
 //!   metrics, exact resume, stopping on request, progress);
 //! - [`step`] and [`algorithm`]: what an algorithm gives the runner, a
 //!   [`Step`](step::Step) over named parts, built from its config section;
-//! - [`algorithms`]: Diff-Instruct and EDM teacher training;
+//! - [`algorithms`]: Diff-Instruct, EDM teacher training and StyleGAN2 GAN training;
 //! - [`config`]: the run config (run settings + the algorithm's section);
 //! - [`session`]: what a command runs (new or resumed run, Ctrl-C);
 //! - [`distributed`]: data parallelism over c10d (torchrun/Slurm launches);
@@ -40,5 +40,6 @@ pub mod stop;
 pub use algorithm::{Algorithm, BuildEnv};
 pub use algorithms::diff_instruct::DiffInstruct;
 pub use algorithms::edm_teacher::EdmTeacherTraining;
+pub use algorithms::stylegan2_gan::StyleGan2Gan;
 pub use config::RunConfig;
 pub use session::{ConfigSource, Session};

@@ -1,6 +1,6 @@
 //! What a run trained, loaded from a snapshot for sampling and measuring: a
-//! Diff-Instruct run's one-step generator, or a teacher run's network
-//! sampled with EDM's Heun sampler.
+//! Diff-Instruct run's one-step generator, a GAN run's generator, or a
+//! teacher run's network sampled with EDM's Heun sampler.
 
 use std::path::{Path, PathBuf};
 
@@ -13,6 +13,7 @@ use tch::Device;
 use crate::algorithm::Algorithm;
 use crate::algorithms::diff_instruct::DiffInstruct;
 use crate::algorithms::edm_teacher::EdmTeacherTraining;
+use crate::algorithms::stylegan2_gan::StyleGan2Gan;
 use crate::config::{RunConfig, algorithm_of};
 use crate::networks::NetworkBuilder;
 use crate::run_dir::RunDir;
@@ -23,6 +24,7 @@ use crate::snapshot::weights_file;
 pub enum RunKind {
     DiffInstruct(Box<RunConfig<DiffInstruct>>),
     EdmTeacher(Box<RunConfig<EdmTeacherTraining>>),
+    StyleGan2Gan(Box<RunConfig<StyleGan2Gan>>),
 }
 
 /// A trained generator (in eval mode), the run's config, its device and the
@@ -78,6 +80,14 @@ impl RunGenerator {
                 let nfe = sampler.nfe();
                 let generator = Box::new(SampledGenerator::new(network, sampler)?);
                 Ok(RunGenerator { kind: RunKind::EdmTeacher(Box::new(config)), generator, device, weights, nfe })
+            }
+            StyleGan2Gan::NAME => {
+                let (config, _) = source.load::<StyleGan2Gan>(&run.config_path())?;
+                let device = device.map_or_else(|| config.run.resolve_device(), Ok)?;
+                let mut generator = Box::new(config.algorithm.build_generator(device, config.run.seed)?);
+                let weights = snapshot.join(weights_file(if raw { "generator" } else { "generator_ema" }));
+                weights::load_into(generator.var_store_mut(), &weights)?;
+                Ok(RunGenerator { kind: RunKind::StyleGan2Gan(Box::new(config)), generator, device, weights, nfe: 1 })
             }
             other => Err(Error::config("algorithm", format!("`{other}` runs have nothing to sample"))),
         }

@@ -91,7 +91,11 @@ fn build_runner_with<A: Algorithm>(
 ) -> Result<Runner> {
     let device = training_device(config, launch)?;
     let step = config.algorithm.build(&config.build_env(registry, device, dataset))?;
-    Runner::new(step, &config.run, device)
+    let mut settings = config.run.clone();
+    for (part, adam) in settings.optim.iter_mut() {
+        *adam = config.algorithm.optimizer_settings(part, adam.clone());
+    }
+    Runner::new(step, &settings, device)
 }
 
 /// The config's device; for a rank of a data-parallel run on CUDA, the GPU

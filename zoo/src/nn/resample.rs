@@ -119,6 +119,43 @@ pub fn upsample2d(x: &Tensor, filter: &Tensor) -> Result<Tensor> {
     upfirdn2d(x, &f, Upfirdn { up: 2, down: 1, padding, gain: 4.0 })
 }
 
+/// `[N, C, H, W]` → `[N, C, H/2, W/2]` as the reference's `downsample2d(x, f)`:
+/// [`upfirdn2d`] with `down = 2`, gain 1 and the padding that keeps the
+/// image centred and its size exactly halved.
+pub fn downsample2d(x: &Tensor, filter: &Tensor) -> Result<Tensor> {
+    let f = filter_2d(filter)?;
+    let (kh, kw) = (f.size()[0], f.size()[1]);
+    let padding = [(kw - 1).div_euclid(2), (kw - 2).div_euclid(2), (kh - 1).div_euclid(2), (kh - 2).div_euclid(2)];
+    upfirdn2d(x, &f, Upfirdn { up: 1, down: 2, padding, gain: 1.0 })
+}
+
+/// A correlation (`conv2d`) of `x` `[N, I, H, W]` by `weight` `[O, I, k, k]`
+/// that halves the image, as the reference's `conv2d_resample(x, w, f,
+/// down=2, padding)` of StyleGAN2's discriminator computes it: a 1×1 weight
+/// downsamples first ([`upfirdn2d`] with `down = 2`) and then convolves,
+/// a larger one filters the padded image and convolves with stride 2.
+/// Returns `[N, O, (H + 2·padding − k) / 2 + 1, …]` (`H/2` for `padding = k/2`).
+pub fn conv2d_down_2x(x: &Tensor, weight: &Tensor, filter: &Tensor, padding: i64) -> Result<Tensor> {
+    let context = "conv2d down 2x";
+    let f = filter_2d(filter)?;
+    let (fh, fw) = (f.size()[0], f.size()[1]);
+    let [_, _, kh, kw] = weight.size()[..] else {
+        return Err(difi_core::error::Error::Shape {
+            what: context.into(),
+            expected: vec![-1, -1, -1, -1],
+            actual: weight.size(),
+        });
+    };
+    let (px0, px1) = (padding + (fw - 1).div_euclid(2), padding + (fw - 2).div_euclid(2));
+    let (py0, py1) = (padding + (fh - 1).div_euclid(2), padding + (fh - 2).div_euclid(2));
+    if kh == 1 && kw == 1 {
+        let y = upfirdn2d(x, &f, Upfirdn { up: 1, down: 2, padding: [px0, px1, py0, py1], gain: 1.0 })?;
+        return y.f_conv2d(weight, None::<&Tensor>, 1, 0, 1, 1).ctx(context);
+    }
+    let y = upfirdn2d(x, &f, Upfirdn { up: 1, down: 1, padding: [px0, px1, py0, py1], gain: 1.0 })?;
+    y.f_conv2d(weight, None::<&Tensor>, 2, 0, 1, 1).ctx(context)
+}
+
 /// A convolution of `x` `[N, I, H, W]` by `weight` `[O, I, k, k]` on the 2×
 /// upsampled image, as the reference's `conv2d_resample(x, w, f, up=2,
 /// padding, flip_weight=False)` of StyleGAN2's upsampling layers computes it:
@@ -199,6 +236,25 @@ mod tests {
         let expected = filter.reshape([4, 4]) * 4.0;
         assert!((&window - expected).abs().max().double_value(&[]) < 1e-6);
         assert!((y.sum(Kind::Float) - window.sum(Kind::Float)).abs().double_value(&[]) < 1e-6);
+    }
+
+    #[test]
+    fn conv2d_down_2x_equals_a_convolution_then_downsampling() {
+        let filter = fir_filter_2d(&[1.0, 3.0, 3.0, 1.0]).unwrap();
+        let x = Tensor::randn([2, 3, 8, 8], (Kind::Float, Device::Cpu));
+        for (k, padding) in [(3, 1), (1, 0)] {
+            let weight = Tensor::randn([5, 3, k, k], (Kind::Float, Device::Cpu));
+            let fused = conv2d_down_2x(&x, &weight, &filter, padding).unwrap();
+            // The reference's generic path: filter the padded image, convolve, keep every other pixel.
+            let p = [padding + 1, padding + 1, padding + 1, padding + 1];
+            let filtered = upfirdn2d(&x, &filter, Upfirdn { up: 1, down: 1, padding: p, gain: 1.0 }).unwrap();
+            let plain = filtered.conv2d(&weight, None::<&Tensor>, 1, 0, 1, 1).slice(2, 0, None, 2).slice(3, 0, None, 2);
+            assert_eq!(fused.size(), [2, 5, 4, 4]);
+            assert!((fused - plain).abs().max().double_value(&[]) < 1e-4, "k = {k}");
+        }
+        let down = downsample2d(&Tensor::ones([1, 1, 8, 8], (Kind::Float, Device::Cpu)), &filter).unwrap();
+        assert_eq!(down.size(), [1, 1, 4, 4]);
+        assert!((down.narrow(2, 1, 2).narrow(3, 1, 2) - 1.0).abs().max().double_value(&[]) < 1e-6);
     }
 
     #[test]

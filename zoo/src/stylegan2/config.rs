@@ -65,6 +65,11 @@ fn explicit_null<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
     Option::<T>::deserialize(d).map(Some)
 }
 
+/// Empty keyword groups are left out of a written config (RON has no empty struct value to read back).
+fn is_default<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
+}
+
 /// `MappingNetwork`'s keywords (`mapping_kwargs`), each optional.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -132,9 +137,9 @@ pub struct GeneratorArgs {
     pub img_resolution: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub img_channels: Option<i64>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub mapping_kwargs: MappingArgs,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub synthesis_kwargs: SynthesisArgs,
 }
 

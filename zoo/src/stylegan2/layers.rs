@@ -1,13 +1,14 @@
 //! StyleGAN2-ADA's layers (`training/networks.py`): the equalised-learning-rate
 //! fully connected layer, the modulated convolution of the synthesis layers
-//! and ToRGB, the resnet shortcut, and `bias_act`.
+//! and ToRGB, the resnet shortcut, the discriminator's plain (optionally
+//! downsampling) convolution, and `bias_act`.
 
 use difi_core::error::{Result, TorchContext};
 use tch::nn::Path;
 use tch::{Kind, Tensor};
 
 use super::config::{Activation, NoiseMode};
-use crate::nn::resample::{conv2d_up_2x, fir_filter_2d};
+use crate::nn::resample::{conv2d_down_2x, conv2d_up_2x, fir_filter_2d};
 use crate::nn::{buffer, parameter};
 
 /// Leaky ReLU's slope in the reference's `bias_act`.
@@ -279,5 +280,72 @@ impl ResnetSkip {
         let weight = &self.weight * self.weight_gain;
         let y = conv2d_up_2x(x, &weight, &self.resample_filter, 0)?;
         Ok(y * std::f64::consts::FRAC_1_SQRT_2)
+    }
+}
+
+/// `Conv2dLayer` as the discriminator uses it: an equalised-learning-rate
+/// convolution (weight `[O, I, k, k]` used × 1/√(I k²), correlation as
+/// `conv2d`), optionally halving the image through the FIR filter, then
+/// `bias_act` with the activation's default gain and clamp. Every layer
+/// holds its `resample_filter` buffer, as the reference's.
+pub struct Conv2dLayer {
+    weight: Tensor,
+    bias: Option<Tensor>,
+    resample_filter: Tensor,
+    weight_gain: f64,
+    down: bool,
+    padding: i64,
+    activation: Activation,
+    conv_clamp: Option<f64>,
+}
+
+/// How a [`Conv2dLayer`] is built.
+pub struct ConvOptions<'a> {
+    pub kernel_size: i64,
+    pub bias: bool,
+    pub activation: Activation,
+    /// Halve the image (the reference's `down=2`).
+    pub down: bool,
+    pub resample_filter: &'a [f64],
+    pub conv_clamp: Option<f64>,
+}
+
+impl Conv2dLayer {
+    /// `weight` ~ N(0, 1), `bias` = 0, as the reference initialises them.
+    pub fn new(path: &Path, in_channels: i64, out_channels: i64, o: &ConvOptions<'_>) -> Result<Self> {
+        let options = (Kind::Float, path.device());
+        let resample_filter = resample_filter(path, o.resample_filter)?;
+        let k = o.kernel_size;
+        let weight =
+            parameter(path, "weight", Tensor::f_randn([out_channels, in_channels, k, k], options).ctx("weight")?)?;
+        let bias = if o.bias {
+            Some(parameter(path, "bias", Tensor::f_zeros([out_channels], options).ctx("bias")?)?)
+        } else {
+            None
+        };
+        Ok(Conv2dLayer {
+            weight,
+            bias,
+            resample_filter,
+            weight_gain: 1.0 / ((in_channels * k * k).max(1) as f64).sqrt(),
+            down: o.down,
+            padding: k / 2,
+            activation: o.activation,
+            conv_clamp: o.conv_clamp,
+        })
+    }
+
+    /// `[N, I, R, R]` → `[N, O, R, R]` (`[N, O, R/2, R/2]` when downsampling);
+    /// `gain` scales the activation and the clamp (the resnet blocks' √½).
+    pub fn forward(&self, x: &Tensor, gain: f64) -> Result<Tensor> {
+        let weight = &self.weight * self.weight_gain;
+        let y = if self.down {
+            conv2d_down_2x(x, &weight, &self.resample_filter, self.padding)?
+        } else {
+            x.f_conv2d(&weight, None::<&Tensor>, 1, self.padding, 1, 1).ctx("conv2d")?
+        };
+        let gain = self.activation.default_gain() * gain;
+        let clamp = self.conv_clamp.map(|c| c * gain);
+        bias_act(&y, self.bias.as_ref(), self.activation, gain, clamp)
     }
 }

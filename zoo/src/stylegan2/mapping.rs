@@ -5,7 +5,7 @@ use difi_core::error::{Error, Result, TorchContext};
 use tch::nn::Path;
 use tch::{Kind, Tensor};
 
-use super::config::{Activation, GeneratorConfig};
+use super::config::{Activation, GeneratorConfig, MappingConfig};
 use super::layers::FullyConnected;
 use crate::nn::buffer;
 
@@ -33,7 +33,21 @@ impl Default for Truncation {
     }
 }
 
-/// The mapping network, under `mapping.` of the generator.
+/// Input and output sizes of a mapping network.
+#[derive(Clone, Copy, Debug)]
+pub struct MappingDims {
+    /// Latent size (0: labels only).
+    pub z_dim: i64,
+    /// Classes (0: unconditional).
+    pub c_dim: i64,
+    /// Output size.
+    pub w_dim: i64,
+    /// W vectors [`MappingNetwork::forward`] broadcasts to.
+    pub num_ws: i64,
+}
+
+/// The mapping network, under `mapping.` of the generator (and of a
+/// conditional discriminator).
 pub struct MappingNetwork {
     embed: Option<FullyConnected>,
     layers: Vec<FullyConnected>,
@@ -46,50 +60,66 @@ pub struct MappingNetwork {
 
 impl MappingNetwork {
     pub fn new(path: &Path, config: &GeneratorConfig) -> Result<Self> {
-        let m = &config.mapping;
-        let embed = if config.c_dim > 0 {
-            Some(FullyConnected::new(&(path / "embed"), config.c_dim, m.embed_features, Activation::Linear, 1.0, 0.0)?)
+        let dims =
+            MappingDims { z_dim: config.z_dim, c_dim: config.c_dim, w_dim: config.w_dim, num_ws: config.num_ws() };
+        Self::with_dims(path, dims, &config.mapping)
+    }
+
+    /// A mapping network of any dimensions: the generator's, or the
+    /// discriminator's label embedding (`z_dim = 0`, `w_avg_beta = None`).
+    pub fn with_dims(path: &Path, dims: MappingDims, m: &MappingConfig) -> Result<Self> {
+        let MappingDims { z_dim, c_dim, w_dim, num_ws } = dims;
+        let embed = if c_dim > 0 {
+            Some(FullyConnected::new(&(path / "embed"), c_dim, m.embed_features, Activation::Linear, 1.0, 0.0)?)
         } else {
             None
         };
-        let mut features = config.z_dim + if config.c_dim > 0 { m.embed_features } else { 0 };
+        let mut features = z_dim + if c_dim > 0 { m.embed_features } else { 0 };
         let mut layers = Vec::new();
         for index in 0..m.num_layers {
-            let out = if index + 1 == m.num_layers { config.w_dim } else { m.layer_features };
+            let out = if index + 1 == m.num_layers { w_dim } else { m.layer_features };
             let layer_path = path / format!("fc{index}");
             layers.push(FullyConnected::new(&layer_path, features, out, m.activation, m.lr_multiplier, 0.0)?);
             features = out;
         }
         let w_avg = match m.w_avg_beta {
-            Some(_) => Some(buffer(
-                path,
-                "w_avg",
-                Tensor::f_zeros([config.w_dim], (Kind::Float, path.device())).ctx("w_avg")?,
-            )?),
+            Some(_) => {
+                Some(buffer(path, "w_avg", Tensor::f_zeros([w_dim], (Kind::Float, path.device())).ctx("w_avg")?)?)
+            }
             None => None,
         };
-        Ok(MappingNetwork {
-            embed,
-            layers,
-            w_avg,
-            w_avg_beta: m.w_avg_beta,
-            z_dim: config.z_dim,
-            c_dim: config.c_dim,
-            num_ws: config.num_ws(),
-        })
+        Ok(MappingNetwork { embed, layers, w_avg, w_avg_beta: m.w_avg_beta, z_dim, c_dim, num_ws })
     }
 
     /// W before broadcasting: `z` `[N, z_dim]`, `c` `[N, c_dim]` (conditional
     /// networks) → `[N, w_dim]`.
     pub fn map(&self, z: &Tensor, c: Option<&Tensor>) -> Result<Tensor> {
-        check_shape(z, self.z_dim, "latents z")?;
-        let mut x = normalize_2nd_moment(&z.f_to_kind(Kind::Float).ctx("z")?)?;
+        self.map_inputs(Some(z), c)
+    }
+
+    /// W of labels alone `c` `[N, c_dim]` → `[N, w_dim]`: the
+    /// discriminator's label embedding (`z_dim = 0`).
+    pub fn map_labels(&self, c: &Tensor) -> Result<Tensor> {
+        self.map_inputs(None, Some(c))
+    }
+
+    fn map_inputs(&self, z: Option<&Tensor>, c: Option<&Tensor>) -> Result<Tensor> {
+        let mut x = None;
+        if self.z_dim > 0 {
+            let z = z.ok_or_else(|| Error::config("latents", "this mapping network needs latents z"))?;
+            check_shape(z, self.z_dim, "latents z")?;
+            x = Some(normalize_2nd_moment(&z.f_to_kind(Kind::Float).ctx("z")?)?);
+        }
         if let Some(embed) = &self.embed {
-            let c = c.ok_or_else(|| Error::config("labels", "this generator is conditional and needs labels"))?;
+            let c = c.ok_or_else(|| Error::config("labels", "this network is conditional and needs labels"))?;
             check_shape(c, self.c_dim, "labels c")?;
             let y = normalize_2nd_moment(&embed.forward(&c.f_to_kind(Kind::Float).ctx("c")?)?)?;
-            x = Tensor::f_cat(&[x, y], 1).ctx("mapping input")?;
+            x = Some(match x {
+                Some(x) => Tensor::f_cat(&[x, y], 1).ctx("mapping input")?,
+                None => y,
+            });
         }
+        let mut x = x.ok_or_else(|| Error::config("mapping", "a mapping network needs latents or labels"))?;
         for layer in &self.layers {
             x = layer.forward(&x)?;
         }

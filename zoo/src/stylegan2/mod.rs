@@ -8,7 +8,9 @@
 //! | `MappingNetwork`, `normalize_2nd_moment` | [`mapping`] |
 //! | `SynthesisNetwork`, `SynthesisBlock` | [`synthesis`] |
 //! | `SynthesisLayer`, `ToRGBLayer`, `FullyConnectedLayer`, `Conv2dLayer` (resnet skip), `modulated_conv2d`, `bias_act` | [`layers`] |
-//! | `upfirdn2d`, `upsample2d`, `conv2d_resample` (up = 2) | [`crate::nn::resample`] |
+//! | `Discriminator`, `DiscriminatorBlock`, `DiscriminatorEpilogue`, `MinibatchStdLayer` | [`discriminator`] |
+//! | `Conv2dLayer` (discriminator) | [`layers::Conv2dLayer`] |
+//! | `upfirdn2d`, `upsample2d`, `downsample2d`, `conv2d_resample` (up or down = 2) | [`crate::nn::resample`] |
 //!
 //! Parameter and buffer names equal the reference's `state_dict()` keys
 //! (`mapping.fc0.weight`, `mapping.w_avg`, `synthesis.b4.const`,
@@ -25,6 +27,7 @@
 
 pub mod config;
 pub mod convert;
+pub mod discriminator;
 pub mod fixture;
 pub mod layers;
 pub mod mapping;
