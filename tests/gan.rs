@@ -123,3 +123,38 @@ fn the_fashion_mnist_gan_config_checks_out() {
     assert!(out.status.success() || stderr.contains("fashion-mnist"), "{stderr}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("r1_gamma"), "{stderr}");
 }
+
+#[test]
+fn gan_training_on_two_ranks_follows_one_process() {
+    let dir = scratch("gan-distributed");
+    let config = write_config(&dir);
+    let (one, two) = (dir.join("one"), dir.join("two"));
+    // Minibatch std is a statistic of the batch each process sees (the
+    // reference's groups are strided over its per-GPU batch), so only
+    // without it can two ranks equal one process.
+    let no_mbstd = ["--set", "discriminator.epilogue_kwargs.mbstd_group_size=1"];
+    let mut args = vec!["train-gan", arg(&config), "--outdir", arg(&one)];
+    args.extend(no_mbstd);
+    difi_ok(&args);
+    args[3] = arg(&two);
+    args.extend(["--nproc-per-node", "2"]);
+    difi_ok(&args);
+    // Each rank draws its rows of the global batch (real images, latents,
+    // labels, noise inputs), so the losses are one process's up to rounding.
+    let losses = |run: &Path| -> Vec<(f64, f64)> {
+        let text = std::fs::read_to_string(run.join("stats.jsonl")).unwrap();
+        text.lines()
+            .map(|l| {
+                let line: serde_json::Value = serde_json::from_str(l).unwrap();
+                (line["loss_generator"].as_f64().unwrap(), line["loss_discriminator"].as_f64().unwrap())
+            })
+            .collect()
+    };
+    let (a, b) = (losses(&one), losses(&two));
+    assert_eq!(a.len(), b.len());
+    for ((g1, d1), (g2, d2)) in a.iter().zip(&b) {
+        assert!((g1 - g2).abs() <= 1e-4 * g1.abs() && (d1 - d2).abs() <= 1e-4 * d1.abs(), "{a:?} vs {b:?}");
+    }
+    let difference = max_difference(&latest_snapshot(&one), &latest_snapshot(&two));
+    assert!(difference < 1e-2, "weights differ by {difference}");
+}

@@ -21,6 +21,7 @@ use std::rc::Rc;
 use difi_core::error::{Error, Result, TorchContext};
 use difi_core::registry::{Registry, ResolveContext};
 use difi_core::rng::{RngStream, reseed};
+use difi_core::shard::batch_draw;
 use difi_core::traits::{Dataset, Generator};
 use difi_zoo::stylegan2::config::{GeneratorArgs, GeneratorConfig, NoiseMode};
 use difi_zoo::stylegan2::discriminator::{DiscriminatorArgs, DiscriminatorConfig, StyleGan2Discriminator};
@@ -197,8 +198,9 @@ struct GanStep {
     d_reg_interval: u64,
 }
 
-/// One iteration's random draws, each with the batch first (drawn in one
-/// call, so a data-parallel split by samples draws the same values).
+/// One iteration's random draws, each with the batch first and drawn in one
+/// call through `difi_core::shard::batch_draw`, so that data-parallel ranks
+/// draw their rows of what one process draws.
 struct Draws {
     /// Real images `[N, C, R, R]` in [−1, 1].
     real: Tensor,
@@ -213,9 +215,12 @@ struct Draws {
 impl GanStep {
     fn draw(&self, n: i64, device: Device) -> Result<Draws> {
         let len = self.dataset.len() as i64;
-        let real_indices = Tensor::f_randint(len, [n], (Kind::Int64, Device::Cpu)).ctx("real indices")?;
-        let z = Tensor::f_randn([n, 2, self.z_dim], (Kind::Float, device)).ctx("latents")?;
-        let label_indices = Tensor::f_randint(len, [n, 2], (Kind::Int64, Device::Cpu)).ctx("label indices")?;
+        // Data-parallel ranks take their rows of the global batch's draws.
+        let real_indices =
+            batch_draw(n, 0, |n| Tensor::f_randint(len, [n], (Kind::Int64, Device::Cpu)).ctx("real indices"))?;
+        let z = batch_draw(n, 0, |n| Tensor::f_randn([n, 2, self.z_dim], (Kind::Float, device)).ctx("latents"))?;
+        let label_indices =
+            batch_draw(n, 0, |n| Tensor::f_randint(len, [n, 2], (Kind::Int64, Device::Cpu)).ctx("label indices"))?;
         let mut images = Vec::with_capacity(n as usize);
         let mut classes = Vec::with_capacity(n as usize);
         for index in Vec::<i64>::try_from(real_indices).ctx("real indices")? {
