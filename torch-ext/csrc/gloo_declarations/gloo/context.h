@@ -1,4 +1,4 @@
-// Names only: see ../README.md (or ../../README.md) for why this is enough.
+// Names only: gloo_declarations/README.md says why that is enough.
 #pragma once
 
 #include "gloo/forward.h"

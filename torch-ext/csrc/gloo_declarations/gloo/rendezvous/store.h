@@ -1,4 +1,4 @@
-// The base class ProcessGroupGloo::GlooStore overrides; see ../../README.md.
+// The base class ProcessGroupGloo::GlooStore overrides (gloo_declarations/README.md).
 // Only its virtual interface matters to the header; difi never creates one.
 #pragma once
 
