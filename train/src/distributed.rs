@@ -229,7 +229,7 @@ impl Distributed {
     }
 
     /// Overwrites `tensors` with rank 0's, in place, one collective per
-    /// device and dtype group.
+    /// tensor (this runs at start and on resume only).
     pub fn broadcast_from_rank0(&self, tensors: &[Tensor]) -> Result<()> {
         let _guard = tch::no_grad_guard();
         for tensor in tensors {

@@ -191,29 +191,27 @@ fn shard_features(
     shard: Shard,
 ) -> Result<Tensor> {
     let (n, batch) = (n as i64, batch.max(1) as i64);
+    let measure = |index: i64, b: i64| -> Result<Tensor> {
+        let (images, _) = sample_batch(generator, index as u64, b, seed, device)?;
+        detector.features(&to_uint8(&images)?)
+    };
+    let zeros_like = |part: &Tensor| Tensor::f_zeros([n, part.size()[1]], (part.kind(), part.device())).ctx("features");
     let mut features: Option<Tensor> = None;
     let batches = (n + batch - 1) / batch;
     for index in (shard.rank..batches).step_by(shard.world_size.max(1) as usize) {
-        let start = index * batch;
-        let b = batch.min(n - start);
-        let (images, _) = sample_batch(generator, index as u64, b, seed, device)?;
-        let part = detector.features(&to_uint8(&images)?)?;
+        let (start, b) = (index * batch, batch.min(n - index * batch));
+        let part = measure(index, b)?;
         let all = match &features {
             Some(all) => all,
-            None => {
-                features.insert(Tensor::f_zeros([n, part.size()[1]], (part.kind(), part.device())).ctx("features")?)
-            }
+            None => features.insert(zeros_like(&part)?),
         };
         all.f_narrow(0, start, b).ctx("features")?.f_copy_(&part).ctx("features")?;
     }
     match features {
         Some(features) => Ok(features),
-        // A rank with no batch still joins the sum, with zeros of the right width.
-        None => {
-            let (images, _) = sample_batch(generator, 0, 1, seed, device)?;
-            let width = detector.features(&to_uint8(&images)?)?;
-            Tensor::f_zeros([n, width.size()[1]], (width.kind(), width.device())).ctx("features")
-        }
+        // A rank with no batch still joins the sum, with zeros of the width
+        // one sample's features have.
+        None => zeros_like(&measure(0, 1)?),
     }
 }
 

@@ -129,14 +129,10 @@ pub fn downsample2d(x: &Tensor, filter: &Tensor) -> Result<Tensor> {
     upfirdn2d(x, &f, Upfirdn { up: 1, down: 2, padding, gain: 1.0 })
 }
 
-/// A correlation (`conv2d`) of `x` `[N, I, H, W]` by `weight` `[O, I, k, k]`
-/// that halves the image, as the reference's `conv2d_resample(x, w, f,
-/// down=2, padding)` of StyleGAN2's discriminator computes it: a 1×1 weight
-/// downsamples first ([`upfirdn2d`] with `down = 2`) and then convolves,
-/// a larger one filters the padded image and convolves with stride 2.
-/// Returns `[N, O, (H + 2·padding − k) / 2 + 1, …]` (`H/2` for `padding = k/2`).
-pub fn conv2d_down_2x(x: &Tensor, weight: &Tensor, filter: &Tensor, padding: i64) -> Result<Tensor> {
-    let context = "conv2d down 2x";
+/// The 2-D FIR filter of `filter` with its size `[fh, fw]`, and the spatial
+/// size `[kh, kw]` of `weight` `[O, I, kh, kw]`: what both resampling
+/// convolutions derive their padding from.
+fn filter_and_kernel(filter: &Tensor, weight: &Tensor, context: &str) -> Result<(Tensor, [i64; 2], [i64; 2])> {
     let f = filter_2d(filter)?;
     let (fh, fw) = (f.size()[0], f.size()[1]);
     let [_, _, kh, kw] = weight.size()[..] else {
@@ -146,6 +142,18 @@ pub fn conv2d_down_2x(x: &Tensor, weight: &Tensor, filter: &Tensor, padding: i64
             actual: weight.size(),
         });
     };
+    Ok((f, [fh, fw], [kh, kw]))
+}
+
+/// A correlation (`conv2d`) of `x` `[N, I, H, W]` by `weight` `[O, I, k, k]`
+/// that halves the image, as the reference's `conv2d_resample(x, w, f,
+/// down=2, padding)` of StyleGAN2's discriminator computes it: a 1×1 weight
+/// downsamples first ([`upfirdn2d`] with `down = 2`) and then convolves,
+/// a larger one filters the padded image and convolves with stride 2.
+/// Returns `[N, O, (H + 2·padding − k) / 2 + 1, …]` (`H/2` for `padding = k/2`).
+pub fn conv2d_down_2x(x: &Tensor, weight: &Tensor, filter: &Tensor, padding: i64) -> Result<Tensor> {
+    let context = "conv2d down 2x";
+    let (f, [fh, fw], [kh, kw]) = filter_and_kernel(filter, weight, context)?;
     let (px0, px1) = (padding + (fw - 1).div_euclid(2), padding + (fw - 2).div_euclid(2));
     let (py0, py1) = (padding + (fh - 1).div_euclid(2), padding + (fh - 2).div_euclid(2));
     if kh == 1 && kw == 1 {
@@ -165,15 +173,7 @@ pub fn conv2d_down_2x(x: &Tensor, weight: &Tensor, filter: &Tensor, padding: i64
 /// split between the two. Returns `[N, O, 2H + 2·padding − k + 1, …]`.
 pub fn conv2d_up_2x(x: &Tensor, weight: &Tensor, filter: &Tensor, padding: i64) -> Result<Tensor> {
     let context = "conv2d up 2x";
-    let f = filter_2d(filter)?;
-    let (fh, fw) = (f.size()[0], f.size()[1]);
-    let [_, _, kh, kw] = weight.size()[..] else {
-        return Err(difi_core::error::Error::Shape {
-            what: context.into(),
-            expected: vec![-1, -1, -1, -1],
-            actual: weight.size(),
-        });
-    };
+    let (f, [fh, fw], [kh, kw]) = filter_and_kernel(filter, weight, context)?;
     // The padding the filter needs around the zero-inserted image, less what
     // the transposed convolution already adds (k − 1 before, k − 2 after).
     let (px0, px1) = (padding + (fw + 1) / 2 - (kw - 1), padding + (fw - 2).div_euclid(2) - (kw - 2));
