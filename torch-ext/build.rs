@@ -15,6 +15,7 @@ const SOURCES: &[&str] = &[
     "csrc/difi_ext.cpp",
     "csrc/multi_tensor.cpp",
     "csrc/autocast.cpp",
+    "csrc/checkpoint.cpp",
     "csrc/distributed.cpp",
     "csrc/distributed_nccl.cpp",
 ];

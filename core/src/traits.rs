@@ -63,6 +63,13 @@ pub trait ScoreModel {
     /// Switches dropout and similar train-only behaviour on or off.
     fn set_train(&mut self, _train: bool) {}
 
+    /// Recompute activations in backward instead of keeping them (less
+    /// memory for one more forward pass per backward). Returns whether the
+    /// model can; the default cannot.
+    fn set_activation_checkpointing(&mut self, _on: bool) -> bool {
+        false
+    }
+
     /// The model's variables, `None` for analytic models without any.
     fn var_store(&self) -> Option<&VarStore>;
 
@@ -113,6 +120,13 @@ pub trait Generator {
 
     /// Switches dropout and similar train-only behaviour on or off.
     fn set_train(&mut self, _train: bool) {}
+
+    /// Recompute activations in backward instead of keeping them (less
+    /// memory for one more forward pass per backward). Returns whether the
+    /// model can; the default cannot.
+    fn set_activation_checkpointing(&mut self, _on: bool) -> bool {
+        false
+    }
 }
 
 /// A divergence between the generator's and the teacher's distributions,
@@ -129,6 +143,15 @@ pub trait Divergence {
         teacher: &dyn ScoreModel,
         fake: &dyn ScoreModel,
     ) -> Result<Tensor>;
+
+    /// Noise levels σ `[n]` (float32, on the device of `like`) at which this
+    /// divergence's paper trains the fake score, for a teacher of
+    /// `sigma_data`; `None` when it names none. The fake score's loss draws
+    /// from here under `fake_loss.kind: "divergence"`, so it is accurate
+    /// where the generator loss queries it.
+    fn fake_score_sigma(&self, _n: i64, _like: &Tensor, _sigma_data: f64) -> Result<Option<Tensor>> {
+        Ok(None)
+    }
 }
 
 /// A set of images with optional class labels.

@@ -54,6 +54,8 @@ impl Default for DmdParams {
 /// The DMD divergence.
 pub struct Dmd {
     noise: NoiseLevels,
+    /// The whole grid: DMD2 trains its fake score at every level.
+    fake_noise: NoiseLevels,
     sigma_scale: SigmaScale,
 }
 
@@ -70,7 +72,15 @@ impl Dmd {
             last: index(params.max_step_percent).min(params.num_steps - 1),
         };
         noise.validate()?;
-        Ok(Dmd { noise, sigma_scale: params.sigma_scale })
+        let fake_noise = NoiseLevels::Grid {
+            sigma_min: params.sigma_min,
+            sigma_max: params.sigma_max,
+            rho: params.rho,
+            steps: params.num_steps,
+            first: 0,
+            last: params.num_steps - 1,
+        };
+        Ok(Dmd { noise, fake_noise, sigma_scale: params.sigma_scale })
     }
 }
 
@@ -94,6 +104,11 @@ impl Divergence for Dmd {
         let loss = (x_g - target).f_square().ctx("dmd loss")?.f_mean(Kind::Float).ctx("dmd loss")?;
         Ok(loss * 0.5)
     }
+
+    /// DMD2's `compute_loss_fake` draws any index of the grid.
+    fn fake_score_sigma(&self, n: i64, like: &Tensor, sigma_data: f64) -> Result<Option<Tensor>> {
+        self.fake_noise.sample(n, like, sigma_data, self.sigma_scale == SigmaScale::Teacher).map(Some)
+    }
 }
 
 difi_core::register_plugin!(Divergence, "dmd", DmdParams, |params, _ctx| Ok(Box::new(Dmd::new(params)?)));
@@ -111,6 +126,21 @@ mod tests {
         tch::manual_seed(3);
         dmd.generator_loss(&x_g, None, teacher, fake).unwrap().backward();
         (x_g.grad(), x_g.detach())
+    }
+
+    #[test]
+    fn the_fake_score_is_trained_over_the_whole_grid_at_the_teachers_scale() {
+        let _rng = crate::TEST_RNG.lock().unwrap_or_else(|e| e.into_inner());
+        let dmd = Dmd::new(DmdParams::default()).unwrap();
+        let like = Tensor::zeros([1], (Kind::Float, Device::Cpu));
+        tch::manual_seed(1);
+        // σ_data 1.0: twice EDM's levels.
+        let sigma = dmd.fake_score_sigma(20_000, &like, 1.0).unwrap().unwrap();
+        let (min, max) = (sigma.min().double_value(&[]), sigma.max().double_value(&[]));
+        assert!((min / 0.004 - 1.0).abs() < 1e-4, "the grid's first level, doubled: {min}");
+        assert!((max / 160.0 - 1.0).abs() < 1e-4, "the grid's last level, doubled: {max}");
+        let generator_levels = dmd.noise.sample(20_000, &like, 1.0, true).unwrap();
+        assert!(generator_levels.min().double_value(&[]) > 1.5 * min, "the generator loss skips the lowest 2%");
     }
 
     #[test]

@@ -89,6 +89,11 @@ impl Divergence for Ikl {
         })?;
         (direction * x_g).f_sum(tch::Kind::Float).ctx("ikl loss").map(|s| s / n as f64)
     }
+
+    /// The reference trains its fake score at the generator loss's levels.
+    fn fake_score_sigma(&self, n: i64, like: &Tensor, sigma_data: f64) -> Result<Option<Tensor>> {
+        self.noise.sample(n, like, sigma_data, self.sigma_scale == SigmaScale::Teacher).map(Some)
+    }
 }
 
 difi_core::register_plugin!(Divergence, "ikl", IklParams, |params, _ctx| Ok(Box::new(Ikl::new(params)?)));

@@ -17,6 +17,10 @@ use tch::{Device, Kind, Tensor};
 /// The σ_data that EDM's and the papers' noise-level parameters assume.
 pub const EDM_SIGMA_DATA: f64 = 0.5;
 
+/// EDM's training distribution, ln σ ~ N(−1.2, 1.2²): where SiD's code (and
+/// so SIM, which builds on it) trains the fake score.
+pub const EDM_TRAINING_LEVELS: NoiseLevels = NoiseLevels::LogNormal { p_mean: -1.2, p_std: 1.2 };
+
 /// How σ is drawn.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum NoiseLevels {

@@ -17,7 +17,7 @@ use difi_core::traits::{Divergence, ScoreModel};
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
-use crate::noisy::{NoiseLevels, SigmaScale, evaluate_noisy, per_sample_mean_abs};
+use crate::noisy::{EDM_TRAINING_LEVELS, NoiseLevels, SigmaScale, evaluate_noisy, per_sample_mean_abs};
 
 /// Parameters of `sid`: the paper's CIFAR-10 settings except α.
 ///
@@ -93,6 +93,11 @@ impl Divergence for Sid {
         let loss = &gap * ((&noisy.d_real - x_g) - &gap * self.alpha) / normaliser;
         Ok(loss.f_sum(Kind::Float).ctx("sid loss")? / n as f64)
     }
+
+    /// SiD's code trains its fake score at EDM's levels, not at the generator loss's.
+    fn fake_score_sigma(&self, n: i64, like: &Tensor, sigma_data: f64) -> Result<Option<Tensor>> {
+        EDM_TRAINING_LEVELS.sample(n, like, sigma_data, self.sigma_scale == SigmaScale::Teacher).map(Some)
+    }
 }
 
 difi_core::register_plugin!(Divergence, "sid", SidParams, |params, _ctx| Ok(Box::new(Sid::new(params)?)));
@@ -119,6 +124,19 @@ mod tests {
         let x = x_g.detach();
         let epsilon = x.randn_like();
         (x_g.grad(), x, broadcast_per_sample(&sigma, 2).unwrap().to_kind(Kind::Double) * epsilon)
+    }
+
+    #[test]
+    fn the_fake_score_is_trained_at_edms_levels_as_sids_code_does() {
+        let _rng = crate::TEST_RNG.lock().unwrap_or_else(|e| e.into_inner());
+        let sid = Sid::new(SidParams::default()).unwrap();
+        let like = Tensor::zeros([1], (Kind::Float, Device::Cpu));
+        tch::manual_seed(4);
+        let sigma = sid.fake_score_sigma(64, &like, 1.0).unwrap().unwrap();
+        tch::manual_seed(4);
+        // ln σ ~ N(−1.2, 1.2²) at σ_data 0.5, times σ_data / 0.5 = 2.
+        let expected = (Tensor::randn([64], (Kind::Float, Device::Cpu)) * 1.2 - 1.2).exp() * 2.0;
+        assert!((sigma - expected).abs().max().double_value(&[]) < 1e-6);
     }
 
     #[test]

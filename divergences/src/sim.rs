@@ -22,7 +22,7 @@ use difi_core::traits::{Divergence, ScoreModel};
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
-use crate::noisy::{NoiseLevels, SigmaScale, evaluate_noisy, per_sample_mean_abs};
+use crate::noisy::{EDM_TRAINING_LEVELS, NoiseLevels, SigmaScale, evaluate_noisy, per_sample_mean_abs};
 
 /// The distance on the score difference.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -113,6 +113,11 @@ impl Divergence for Sim {
             }
         };
         Ok((per_sample / normaliser).f_sum(Kind::Float).ctx("sim loss")? / n as f64)
+    }
+
+    /// SiD's choice (SIM builds on SiD): EDM's levels.
+    fn fake_score_sigma(&self, n: i64, like: &Tensor, sigma_data: f64) -> Result<Option<Tensor>> {
+        EDM_TRAINING_LEVELS.sample(n, like, sigma_data, self.sigma_scale == SigmaScale::Teacher).map(Some)
     }
 }
 

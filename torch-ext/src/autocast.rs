@@ -110,6 +110,7 @@ mod tests {
 
     #[test]
     fn matrix_products_run_in_bfloat16_inside_the_region_only() {
+        let _rng = crate::TEST_RNG.lock().unwrap_or_else(|e| e.into_inner());
         let a = Tensor::randn([4, 8], (Kind::Float, Device::Cpu));
         let b = Tensor::randn([8, 3], (Kind::Float, Device::Cpu));
         assert_eq!(a.matmul(&b).kind(), Kind::Float);
@@ -134,6 +135,7 @@ mod tests {
 
     #[test]
     fn only_half_precisions_autocast() {
+        let _rng = crate::TEST_RNG.lock().unwrap_or_else(|e| e.into_inner());
         assert!(AutocastGuard::enable(Device::Cpu, Kind::Float).is_err());
         assert!(!state(Device::Cpu).unwrap().0);
     }

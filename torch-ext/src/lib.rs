@@ -9,14 +9,21 @@
 //!
 //! It holds libtorch's global-context flags and the multi-tensor updates
 //! ([`multi_tensor`]: fused Adam, foreach lerp) and c10d's stores, process
-//! groups and collectives ([`distributed`]); CUDA graphs are meant to join it.
+//! groups and collectives ([`distributed`]) and activation checkpointing
+//! ([`checkpoint`]); CUDA graphs are meant to join it.
 
 use std::ffi::{CStr, c_char, c_int};
 use std::fmt;
 
 pub mod autocast;
+pub mod checkpoint;
 pub mod distributed;
 pub mod multi_tensor;
+
+/// libtorch's generator is global and tests run in parallel threads: every
+/// test that draws random numbers holds this.
+#[cfg(test)]
+pub(crate) static TEST_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Status codes of the shim, mirrored from `csrc/difi_ext.cpp`.
 const STATUS_OK: c_int = 0;

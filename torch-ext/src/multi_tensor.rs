@@ -109,6 +109,7 @@ mod tests {
 
     #[test]
     fn fused_adam_matches_the_adam_formula() {
+        let _rng = crate::TEST_RNG.lock().unwrap_or_else(|e| e.into_inner());
         tch::manual_seed(0);
         let params = vec![randn(&[3, 4]), randn(&[7])];
         let grads = vec![randn(&[3, 4]), randn(&[7])];
@@ -136,6 +137,7 @@ mod tests {
 
     #[test]
     fn foreach_lerp_moves_each_target_towards_its_source() {
+        let _rng = crate::TEST_RNG.lock().unwrap_or_else(|e| e.into_inner());
         let targets =
             vec![Tensor::zeros([2], (Kind::Float, Device::Cpu)), Tensor::ones([3], (Kind::Float, Device::Cpu))];
         let sources =
@@ -147,6 +149,7 @@ mod tests {
 
     #[test]
     fn mismatched_lists_and_devices_are_errors() {
+        let _rng = crate::TEST_RNG.lock().unwrap_or_else(|e| e.into_inner());
         let one = vec![randn(&[2])];
         let err = foreach_lerp(&one, &[], 0.5).unwrap_err();
         assert!(err.message().contains("different lengths"), "{err}");

@@ -4,9 +4,9 @@ use std::fmt::Debug;
 use std::path::Path;
 use std::rc::Rc;
 
-use difi_core::error::Result;
+use difi_core::error::{Error, Result};
 use difi_core::registry::{Registry, ResolveContext};
-use difi_core::traits::Dataset;
+use difi_core::traits::{Dataset, Generator, ScoreModel};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tch::Device;
@@ -57,4 +57,50 @@ pub struct BuildEnv<'a> {
     pub dataset: Option<Rc<dyn Dataset>>,
     /// Samples per iteration.
     pub batch_size: i64,
+    /// The roles whose networks recompute activations in backward
+    /// (`checkpoint_activations`); apply with [`BuildEnv::checkpoint_activations`].
+    pub checkpoint_activations: &'a [String],
+}
+
+/// A network of a step, for [`BuildEnv::checkpoint_activations`].
+pub enum NetworkMut<'n> {
+    Score(&'n mut dyn ScoreModel),
+    Generator(&'n mut dyn Generator),
+}
+
+impl BuildEnv<'_> {
+    /// Switches activation checkpointing on in every network of `networks`
+    /// (by role name) that the config's `checkpoint_activations` lists.
+    /// Errors name a listed role that is not among them, or a network that
+    /// cannot checkpoint.
+    pub fn checkpoint_activations(&self, algorithm: &str, networks: Vec<(&str, NetworkMut<'_>)>) -> Result<()> {
+        let roles: Vec<&str> = networks.iter().map(|(role, _)| *role).collect();
+        if let Some(unknown) = self.checkpoint_activations.iter().find(|r| !roles.contains(&r.as_str())) {
+            let known = if roles.is_empty() {
+                "it checkpoints none".to_string()
+            } else {
+                format!("its networks are `{}`", roles.join("`, `"))
+            };
+            return Err(Error::config(
+                "checkpoint_activations",
+                format!("{algorithm} has no network `{unknown}`; {known}"),
+            ));
+        }
+        for (role, network) in networks {
+            if !self.checkpoint_activations.iter().any(|r| r == role) {
+                continue;
+            }
+            let can = match network {
+                NetworkMut::Score(model) => model.set_activation_checkpointing(true),
+                NetworkMut::Generator(generator) => generator.set_activation_checkpointing(true),
+            };
+            if !can {
+                return Err(Error::config(
+                    "checkpoint_activations",
+                    format!("the {role} cannot recompute its activations (EDM's SongUNet and DhariwalUNet can)"),
+                ));
+            }
+        }
+        Ok(())
+    }
 }

@@ -30,7 +30,7 @@ use crate::optim::AdamConfig;
 pub const CONFIG_VERSION: u64 = 1;
 
 /// The top-level keys the runner owns; every other key is the algorithm's.
-pub const RUN_KEYS: [&str; 13] = [
+pub const RUN_KEYS: [&str; 14] = [
     "version",
     "algorithm",
     "description",
@@ -38,6 +38,7 @@ pub const RUN_KEYS: [&str; 13] = [
     "device",
     "allow_tf32",
     "autocast",
+    "checkpoint_activations",
     "base_dir",
     "plugins",
     "dataset",
@@ -47,7 +48,7 @@ pub const RUN_KEYS: [&str; 13] = [
 ];
 
 /// Keys printed before the algorithm's section; the rest follow it.
-const HEAD_KEYS: usize = 9;
+const HEAD_KEYS: usize = 10;
 
 /// What the runner needs, whatever the algorithm.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -78,6 +79,13 @@ pub struct RunSettings {
     /// `optim.*.loss_scale`, against underflowing gradients).
     #[serde(default, skip_serializing_if = "Autocast::is_none")]
     pub autocast: Autocast,
+    /// The networks, by role, whose activations are recomputed in backward
+    /// instead of kept (`["generator"]`; diff-instruct's roles are
+    /// `teacher`, `generator` and `fake_score`, edm-teacher's `network`):
+    /// less memory for one more forward pass of each in backward. EDM's
+    /// networks can (block by block); others are refused by name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checkpoint_activations: Vec<String>,
     /// Directory that relative paths are relative to (default: the config's own directory).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base_dir: Option<PathBuf>,
@@ -305,6 +313,7 @@ impl<A: Algorithm> RunConfig<A> {
             base_dir: self.base_dir(),
             dataset,
             batch_size: self.run.schedule.batch_size,
+            checkpoint_activations: &self.run.checkpoint_activations,
         }
     }
 

@@ -73,4 +73,8 @@ impl Generator for DenoiserGenerator {
     fn set_train(&mut self, train: bool) {
         self.model.set_train(train)
     }
+
+    fn set_activation_checkpointing(&mut self, on: bool) -> bool {
+        self.model.set_activation_checkpointing(on)
+    }
 }

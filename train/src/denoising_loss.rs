@@ -6,7 +6,7 @@
 use difi_core::draws::log_normal_sigma;
 use difi_core::error::{Error, Result, TorchContext};
 use difi_core::shard::{self, batch_draw};
-use difi_core::traits::{ScoreModel, broadcast_per_sample};
+use difi_core::traits::{Divergence, ScoreModel, broadcast_per_sample};
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
@@ -23,6 +23,11 @@ pub enum LossKind {
     Vp,
     /// `VELoss`: σ = σ_min (σ_max/σ_min)^u, u ~ U(0, 1), λ(σ) = 1/σ².
     Ve,
+    /// σ where the run's divergence trains its fake score
+    /// ([`Divergence::fake_score_sigma`]), λ(σ) as `Edm` (the weighting of
+    /// Diff-Instruct's, DMD2's and SiD's fake-score losses). Only for the
+    /// fake score of a distillation.
+    Divergence,
 }
 
 /// A denoising loss with EDM's parameter names and defaults; only the
@@ -30,7 +35,7 @@ pub enum LossKind {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DenoisingLoss {
-    /// `"edm"` (default), `"vp"` or `"ve"`.
+    /// `"edm"` (default), `"vp"`, `"ve"` or `"divergence"`.
     pub kind: LossKind,
     /// edm: mean of ln σ.
     pub p_mean: f64,
@@ -79,6 +84,7 @@ impl DenoisingLoss {
                     return Err(Error::config("epsilon_t", "must be below 1"));
                 }
             }
+            LossKind::Divergence => {}
             LossKind::Ve => {
                 positive("sigma_min", self.sigma_min)?;
                 positive("sigma_max", self.sigma_max)?;
@@ -90,8 +96,34 @@ impl DenoisingLoss {
         Ok(())
     }
 
+    /// Refuses `kind: "divergence"` where no divergence supplies σ (`divergence`
+    /// `None`, e.g. teacher training) or where it names no levels. Draws
+    /// nothing.
+    pub fn check_sigma_source(&self, divergence: Option<&dyn Divergence>, like: &Tensor) -> Result<()> {
+        if self.kind != LossKind::Divergence {
+            return Ok(());
+        }
+        let unsupported = || {
+            Error::config(
+                "kind",
+                "\"divergence\" takes σ from the run's divergence, and there is none here that names \
+                 noise levels for the fake score; use \"edm\", \"vp\" or \"ve\"",
+            )
+        };
+        match divergence {
+            Some(divergence) if divergence.fake_score_sigma(0, like, 1.0)?.is_some() => Ok(()),
+            _ => Err(unsupported()),
+        }
+    }
+
     /// σ `[n]` drawn as the kind says, and the weight λ(σ) `[n]`.
-    fn noise_levels(&self, n: i64, like: &Tensor, sigma_data: f64) -> Result<(Tensor, Tensor)> {
+    fn noise_levels(
+        &self,
+        n: i64,
+        like: &Tensor,
+        sigma_data: f64,
+        divergence: Option<&dyn Divergence>,
+    ) -> Result<(Tensor, Tensor)> {
         let uniform = || batch_draw(n, 0, |n| Tensor::f_rand([n], (Kind::Float, like.device())).ctx("sample sigma"));
         let sigma = match self.kind {
             LossKind::Edm => log_normal_sigma(n, self.p_mean, self.p_std, like)?,
@@ -106,9 +138,14 @@ impl DenoisingLoss {
                 let u = uniform()?;
                 Tensor::f_pow_scalar(self.sigma_max / self.sigma_min, &u).ctx("ve sigma")? * self.sigma_min
             }
+            LossKind::Divergence => divergence
+                .map(|d| d.fake_score_sigma(n, like, sigma_data))
+                .transpose()?
+                .flatten()
+                .ok_or_else(|| Error::config("kind", "\"divergence\" needs a divergence that names noise levels"))?,
         };
         let weight = match self.kind {
-            LossKind::Edm => {
+            LossKind::Edm | LossKind::Divergence => {
                 (sigma.f_square().ctx("loss weight")? + sigma_data * sigma_data)
                     / (&sigma * sigma_data).f_square().ctx("loss weight")?
             }
@@ -121,21 +158,23 @@ impl DenoisingLoss {
     /// averaged over the batch. Draws σ, then ε. `y` `[N, *sample_shape]`: clean samples (no graph);
     /// returns a scalar.
     pub fn loss(&self, model: &dyn ScoreModel, y: &Tensor, labels: Option<&Tensor>) -> Result<Tensor> {
-        self.augmented_loss(model, y, labels, None)
+        self.augmented_loss(model, y, labels, None, None)
     }
 
     /// [`loss`](Self::loss) on `y` augmented by `augment` (when given), the
     /// augmentation labels passed to the model, as EDM's losses: draws σ,
-    /// then the augmentation, then ε.
+    /// then the augmentation, then ε. `divergence` supplies σ under
+    /// `kind: "divergence"`.
     pub fn augmented_loss(
         &self,
         model: &dyn ScoreModel,
         y: &Tensor,
         labels: Option<&Tensor>,
         augment: Option<&AugmentPipe>,
+        divergence: Option<&dyn Divergence>,
     ) -> Result<Tensor> {
         let n = y.size()[0];
-        let (sigma, weight) = self.noise_levels(n, y, model.sigma_data())?;
+        let (sigma, weight) = self.noise_levels(n, y, model.sigma_data(), divergence)?;
         let (y, augment_labels) = match augment {
             Some(pipe) => {
                 let (augmented, augment_labels) = pipe.apply(y)?;
@@ -178,7 +217,7 @@ mod tests {
         for (kind, lo, hi) in [(LossKind::Vp, 0.0, 152.0), (LossKind::Ve, 0.02, 100.0)] {
             let loss = DenoisingLoss { kind, ..Default::default() };
             loss.validate().unwrap();
-            let (sigma, weight) = loss.noise_levels(1000, &like, 0.5).unwrap();
+            let (sigma, weight) = loss.noise_levels(1000, &like, 0.5, None).unwrap();
             let (min, max) = (sigma.min().double_value(&[]), sigma.max().double_value(&[]));
             assert!(min >= lo && max <= hi && max > 10.0 * min, "{kind:?}: {min}..{max}");
             let error = (weight * sigma.square() - 1.0).abs().max().double_value(&[]);
@@ -186,6 +225,51 @@ mod tests {
         }
         let err = DenoisingLoss { kind: LossKind::Ve, sigma_max: 0.01, ..Default::default() }.validate();
         assert!(err.unwrap_err().to_string().contains("sigma_max"));
+    }
+
+    #[test]
+    fn the_divergence_kind_draws_where_the_divergence_trains_its_fake_score() {
+        let _rng = RNG.lock().unwrap_or_else(|e| e.into_inner());
+        let like = Tensor::zeros([1], (Kind::Float, Device::Cpu));
+        let dmd = difi_divergences::dmd::Dmd::new(Default::default()).unwrap();
+        let loss = DenoisingLoss { kind: LossKind::Divergence, ..Default::default() };
+        loss.validate().unwrap();
+        loss.check_sigma_source(Some(&dmd), &like).unwrap();
+        tch::manual_seed(5);
+        let (sigma, weight) = loss.noise_levels(500, &like, 2.0, Some(&dmd)).unwrap();
+        tch::manual_seed(5);
+        let expected = dmd.fake_score_sigma(500, &like, 2.0).unwrap().unwrap();
+        assert_eq!((&sigma - expected).abs().max().double_value(&[]), 0.0);
+        // EDM's λ(σ) = (σ² + σ_d²)/(σ σ_d)², σ_d = 2.
+        let lambda = (sigma.square() + 4.0) / (&sigma * 2.0).square();
+        assert!(((weight - lambda).abs().max().double_value(&[])) < 1e-6);
+    }
+
+    /// A divergence that names no levels for its fake score (the trait's default).
+    struct Silent;
+
+    impl Divergence for Silent {
+        fn generator_loss(
+            &self,
+            x_g: &Tensor,
+            _labels: Option<&Tensor>,
+            _teacher: &dyn ScoreModel,
+            _fake: &dyn ScoreModel,
+        ) -> Result<Tensor> {
+            Ok(x_g.sum(Kind::Float))
+        }
+    }
+
+    #[test]
+    fn the_divergence_kind_is_refused_without_a_divergence_that_names_levels() {
+        let like = Tensor::zeros([1], (Kind::Float, Device::Cpu));
+        let loss = DenoisingLoss { kind: LossKind::Divergence, ..Default::default() };
+        for divergence in [None, Some(&Silent as &dyn Divergence)] {
+            let message = loss.check_sigma_source(divergence, &like).unwrap_err().to_string();
+            assert!(message.contains("kind") && message.contains("\"edm\""), "{message}");
+        }
+        let edm = DenoisingLoss::default();
+        edm.check_sigma_source(None, &like).unwrap();
     }
 
     #[test]

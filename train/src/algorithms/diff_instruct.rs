@@ -31,7 +31,7 @@ use difi_core::traits::{Dataset, Divergence, Generator, ScoreModel};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
-use crate::algorithm::{Algorithm, BuildEnv};
+use crate::algorithm::{Algorithm, BuildEnv, NetworkMut};
 use crate::augment::AugmentPipe;
 use crate::denoiser_generator::DenoiserGeneratorParams;
 use crate::denoising_loss::DenoisingLoss;
@@ -200,16 +200,27 @@ impl Algorithm for DiffInstruct {
 
     fn build(&self, env: &BuildEnv<'_>) -> Result<Box<dyn Step>> {
         let b = builder(env);
-        let teacher = b.teacher(&self.teacher, "teacher", 0)?;
-        let generator = b.generator(&self.generator, "generator", &self.teacher, teacher.as_ref(), 1)?;
+        let mut teacher = b.teacher(&self.teacher, "teacher", 0)?;
+        let mut generator = b.generator(&self.generator, "generator", &self.teacher, teacher.as_ref(), 1)?;
         let generator_ema = b.generator(&self.generator, "generator", &self.teacher, teacher.as_ref(), 1)?;
-        let fake_score = b.trainable_score_model(&self.fake_score, "fake_score", &self.teacher, teacher.as_ref(), 2)?;
+        let mut fake_score =
+            b.trainable_score_model(&self.fake_score, "fake_score", &self.teacher, teacher.as_ref(), 2)?;
         let ctx = BuildContext { device: env.device, teacher: Some(teacher.as_ref()), base_dir: env.base_dir };
         let divergence = env
             .registry
             .build_divergence(self.divergence.plugin_name("divergence")?, &self.divergence.params, &ctx)
             .map_err(|e| e.under("divergence.params"))?;
         check_roles(teacher.as_ref(), generator.as_ref(), fake_score.as_ref())?;
+        env.checkpoint_activations(
+            Self::NAME,
+            vec![
+                ("teacher", NetworkMut::Score(teacher.as_mut())),
+                ("generator", NetworkMut::Generator(generator.as_mut())),
+                ("fake_score", NetworkMut::Score(fake_score.as_mut())),
+            ],
+        )?;
+        let like = Tensor::f_zeros([0], (Kind::Float, env.device)).ctx("fake_loss")?;
+        self.fake_loss.check_sigma_source(Some(divergence.as_ref()), &like).map_err(|e| e.under("fake_loss"))?;
         if let Some(dataset) = &env.dataset {
             check_dataset(dataset.as_ref(), teacher.as_ref())?;
         }
@@ -356,6 +367,7 @@ impl DiffInstructStep {
             &x_g,
             labels.as_ref(),
             self.fake_augment.as_ref(),
+            Some(self.divergence.as_ref()),
         )?;
         ctx.update("fake_score", &loss)
     }

@@ -13,7 +13,7 @@ use difi_zoo::heun_sampler::{HeunSampler, SampledGenerator};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
-use crate::algorithm::{Algorithm, BuildEnv};
+use crate::algorithm::{Algorithm, BuildEnv, NetworkMut};
 use crate::augment::AugmentPipe;
 use crate::denoising_loss::DenoisingLoss;
 use crate::networks::{NetworkBuilder, check_dataset};
@@ -64,14 +64,17 @@ impl Algorithm for EdmTeacherTraining {
         if self.batch_per_pass.is_some_and(|b| b < 1) {
             return Err(Error::config("batch_per_pass", "must be at least 1"));
         }
-        self.loss.validate().map_err(|e| e.under("loss"))
+        self.loss.validate().map_err(|e| e.under("loss"))?;
+        let like = Tensor::f_zeros([0], (Kind::Float, Device::Cpu)).ctx("loss")?;
+        self.loss.check_sigma_source(None, &like).map_err(|e| e.under("loss"))
     }
 
     fn build(&self, env: &BuildEnv<'_>) -> Result<Box<dyn Step>> {
         let dataset =
             env.dataset.clone().ok_or_else(|| Error::config("dataset", "teacher training needs a dataset"))?;
         let b = NetworkBuilder { registry: env.registry, device: env.device, seed: env.seed, base_dir: env.base_dir };
-        let network = b.initialised_score_model(&self.network, "network", 0)?;
+        let mut network = b.initialised_score_model(&self.network, "network", 0)?;
+        env.checkpoint_activations(Self::NAME, vec![("network", NetworkMut::Score(network.as_mut()))])?;
         let network_ema = b.initialised_score_model(&self.network, "network", 0)?;
         check_dataset(dataset.as_ref(), network.as_ref())?;
         if network.var_store().is_none() {
@@ -172,8 +175,13 @@ impl Step for EdmTeacherStep {
         let device = ctx.device;
         let value = ctx.update_in_rounds("network", rounds, |_| {
             let (images, labels) = self.batch(per_pass, device)?;
-            let loss =
-                self.loss.augmented_loss(self.network.as_ref(), &images, labels.as_ref(), self.augment.as_ref())?;
+            let loss = self.loss.augmented_loss(
+                self.network.as_ref(),
+                &images,
+                labels.as_ref(),
+                self.augment.as_ref(),
+                None,
+            )?;
             Ok(loss / rounds as f64)
         })?;
         Ok(Losses(vec![("network", value)]))

@@ -133,6 +133,7 @@ impl Algorithm for StyleGan2Gan {
     }
 
     fn build(&self, env: &BuildEnv<'_>) -> Result<Box<dyn Step>> {
+        env.checkpoint_activations(Self::NAME, Vec::new())?;
         let dataset = env.dataset.clone().ok_or_else(|| Error::config("dataset", "GAN training needs a dataset"))?;
         let g_config = self.generator_config()?;
         let d_config = self.discriminator_config()?;

@@ -1,19 +1,21 @@
 //! `DhariwalUNet`: the ADM backbone (Dhariwal & Nichol 2021) as EDM
 //! reimplements it.
 
+use std::rc::Rc;
+
 use difi_core::error::{Result, TorchContext};
 use tch::Tensor;
 use tch::nn::Path;
 
 use super::config::EdmNetworkConfig;
 use super::layers::{
-    BlockOptions, Conv2d, ConvOptions, GroupNorm, Init, InitMode, Linear, PositionalEmbedding, UNetBlock,
+    BlockOptions, Conv2d, ConvOptions, GroupNorm, Init, InitMode, Linear, PositionalEmbedding, UNetBlock, run_block,
 };
 use super::song_unet::label_dropout;
 
 enum Encoder {
     Conv(Conv2d),
-    Block(Box<UNetBlock>),
+    Block(Rc<UNetBlock>),
 }
 
 /// The ADM U-Net.
@@ -24,10 +26,12 @@ pub struct DhariwalUNet {
     map_layer1: Linear,
     map_label: Option<Linear>,
     enc: Vec<Encoder>,
-    dec: Vec<UNetBlock>,
+    dec: Vec<Rc<UNetBlock>>,
     out_norm: GroupNorm,
     out_conv: Conv2d,
     label_dropout: f64,
+    /// Recompute each U-Net block's activations in backward.
+    checkpoint_blocks: bool,
 }
 
 impl DhariwalUNet {
@@ -84,7 +88,7 @@ impl DhariwalUNet {
                     &ConvOptions::new(init),
                 )?));
             } else {
-                enc.push(Encoder::Block(Box::new(UNetBlock::new(
+                enc.push(Encoder::Block(Rc::new(UNetBlock::new(
                     &(&enc_path / name("down")),
                     cout,
                     cout,
@@ -100,7 +104,7 @@ impl DhariwalUNet {
                 cout = c.model_channels * mult;
                 let attention = c.attn_resolutions.contains(&res);
                 let path = &enc_path / name(&format!("block{idx}"));
-                enc.push(Encoder::Block(Box::new(UNetBlock::new(&path, cin, cout, false, false, attention, &block)?)));
+                enc.push(Encoder::Block(Rc::new(UNetBlock::new(&path, cin, cout, false, false, attention, &block)?)));
                 skips.push(cout);
             }
         }
@@ -112,16 +116,16 @@ impl DhariwalUNet {
             let res = c.img_resolution >> level;
             let name = |suffix: &str| format!("{res}x{res}_{suffix}");
             if level == levels - 1 {
-                dec.push(UNetBlock::new(&(&dec_path / name("in0")), cout, cout, false, false, true, &block)?);
-                dec.push(UNetBlock::new(&(&dec_path / name("in1")), cout, cout, false, false, false, &block)?);
+                dec.push(Rc::new(UNetBlock::new(&(&dec_path / name("in0")), cout, cout, false, false, true, &block)?));
+                dec.push(Rc::new(UNetBlock::new(&(&dec_path / name("in1")), cout, cout, false, false, false, &block)?));
             } else {
-                dec.push(UNetBlock::new(&(&dec_path / name("up")), cout, cout, true, false, false, &block)?);
+                dec.push(Rc::new(UNetBlock::new(&(&dec_path / name("up")), cout, cout, true, false, false, &block)?));
             }
             for idx in 0..=c.num_blocks {
                 let cin = cout + skips.pop().expect("one skip per encoder module");
                 cout = c.model_channels * mult;
                 let attention = c.attn_resolutions.contains(&res);
-                dec.push(UNetBlock::new(
+                dec.push(Rc::new(UNetBlock::new(
                     &(&dec_path / name(&format!("block{idx}"))),
                     cin,
                     cout,
@@ -129,7 +133,7 @@ impl DhariwalUNet {
                     false,
                     attention,
                     &block,
-                )?);
+                )?));
             }
         }
         let out_norm = GroupNorm::new(&(path / "out_norm"), cout, 1e-5)?;
@@ -145,7 +149,14 @@ impl DhariwalUNet {
             out_norm,
             out_conv,
             label_dropout: c.label_dropout,
+            checkpoint_blocks: false,
         })
+    }
+
+    /// Whether each U-Net block's activations are recomputed in backward
+    /// instead of kept (less memory, one more forward pass of each block).
+    pub fn set_checkpoint_blocks(&mut self, on: bool) {
+        self.checkpoint_blocks = on;
     }
 
     /// `F(x; noise_labels)`, shapes as [`SongUNet::forward`](super::song_unet::SongUNet::forward).
@@ -174,7 +185,7 @@ impl DhariwalUNet {
         for module in &self.enc {
             x = match module {
                 Encoder::Conv(conv) => conv.forward(&x)?,
-                Encoder::Block(block) => block.forward(&x, &emb, train)?,
+                Encoder::Block(block) => run_block(block, &x, &emb, train, self.checkpoint_blocks)?,
             };
             skips.push(x.shallow_clone());
         }
@@ -183,7 +194,7 @@ impl DhariwalUNet {
                 let skip = skips.pop().expect("a skip for every decoder block");
                 x = Tensor::f_cat(&[&x, &skip], 1).ctx("skip connection")?;
             }
-            x = block.forward(&x, &emb, train)?;
+            x = run_block(block, &x, &emb, train, self.checkpoint_blocks)?;
         }
         self.out_conv.forward(&self.out_norm.forward(&x)?.f_silu().ctx("silu")?)
     }

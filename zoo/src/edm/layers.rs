@@ -6,6 +6,8 @@
 //! Weights are stored in float32; each layer casts them to the input's dtype
 //! as EDM does, so the same weights run in float32, float16 or bfloat16.
 
+use std::rc::Rc;
+
 use difi_core::error::{Error, Result, TorchContext};
 use tch::nn::Path;
 use tch::{Kind, Tensor};
@@ -353,4 +355,22 @@ impl FourierEmbedding {
         let angles = x.f_outer(&freqs).ctx("fourier")?;
         Tensor::f_cat(&[angles.f_cos().ctx("fourier")?, angles.f_sin().ctx("fourier")?], 1).ctx("fourier")
     }
+}
+
+/// `block.forward(x, emb, train)`; with `checkpoint`, its activations are
+/// recomputed in backward instead of kept (see `difi_torch_ext::checkpoint`).
+/// `x` `[N, in, H, W]`, `emb` `[N, emb_channels]` → `[N, out, H', W']`.
+pub fn run_block(block: &Rc<UNetBlock>, x: &Tensor, emb: &Tensor, train: bool, checkpoint: bool) -> Result<Tensor> {
+    if !checkpoint {
+        return block.forward(x, emb, train);
+    }
+    let block = Rc::clone(block);
+    let mut outputs = difi_torch_ext::checkpoint::checkpoint(&[x, emb], move |inputs| {
+        block.forward(&inputs[0], &inputs[1], train).map(|y| vec![y]).map_err(|e| e.to_string())
+    })
+    .map_err(|e| Error::Plugin { plugin: "activation checkpointing".into(), message: e.to_string() })?;
+    outputs.pop().ok_or_else(|| Error::Plugin {
+        plugin: "activation checkpointing".into(),
+        message: "a U-Net block returned no tensor".into(),
+    })
 }

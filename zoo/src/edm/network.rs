@@ -210,6 +210,14 @@ impl ScoreModel for EdmNetwork {
         self.train = train;
     }
 
+    fn set_activation_checkpointing(&mut self, on: bool) -> bool {
+        match &mut self.backbone {
+            Backbone::Song(net) => net.set_checkpoint_blocks(on),
+            Backbone::Dhariwal(net) => net.set_checkpoint_blocks(on),
+        }
+        true
+    }
+
     fn var_store(&self) -> Option<&VarStore> {
         Some(&self.vs)
     }

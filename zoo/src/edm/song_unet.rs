@@ -2,6 +2,8 @@
 //! reimplements them, with standard, skip or residual encoders and standard
 //! or skip decoders.
 
+use std::rc::Rc;
+
 use difi_core::error::{Result, TorchContext};
 use tch::nn::Path;
 use tch::{Kind, Tensor};
@@ -9,7 +11,7 @@ use tch::{Kind, Tensor};
 use super::config::{DecoderType, EdmNetworkConfig, EmbeddingType, EncoderType};
 use super::layers::{
     BlockOptions, Conv2d, ConvOptions, FourierEmbedding, GroupNorm, Init, InitMode, Linear, PositionalEmbedding,
-    UNetBlock,
+    UNetBlock, run_block,
 };
 
 enum NoiseEmbedding {
@@ -20,7 +22,7 @@ enum NoiseEmbedding {
 /// Encoder modules in EDM's order (`model.enc.<name>`).
 enum Encoder {
     Conv(Conv2d),
-    Block(Box<UNetBlock>),
+    Block(Rc<UNetBlock>),
     AuxDown(Conv2d),
     AuxSkip(Conv2d),
     AuxResidual(Conv2d),
@@ -28,7 +30,7 @@ enum Encoder {
 
 /// Decoder modules in EDM's order (`model.dec.<name>`).
 enum Decoder {
-    Block(Box<UNetBlock>),
+    Block(Rc<UNetBlock>),
     AuxUp(Conv2d),
     AuxNorm(GroupNorm),
     AuxConv(Conv2d),
@@ -44,6 +46,8 @@ pub struct SongUNet {
     enc: Vec<Encoder>,
     dec: Vec<Decoder>,
     label_dropout: f64,
+    /// Recompute each U-Net block's activations in backward.
+    checkpoint_blocks: bool,
 }
 
 impl SongUNet {
@@ -107,7 +111,7 @@ impl SongUNet {
                 )?));
                 skips.push(cout);
             } else {
-                enc.push(Encoder::Block(Box::new(UNetBlock::new(
+                enc.push(Encoder::Block(Rc::new(UNetBlock::new(
                     &(&enc_path / name("down")),
                     cout,
                     cout,
@@ -146,7 +150,7 @@ impl SongUNet {
                 cout = c.model_channels * mult;
                 let attention = c.attn_resolutions.contains(&res);
                 let path = &enc_path / name(&format!("block{idx}"));
-                enc.push(Encoder::Block(Box::new(UNetBlock::new(&path, cin, cout, false, false, attention, &block)?)));
+                enc.push(Encoder::Block(Rc::new(UNetBlock::new(&path, cin, cout, false, false, attention, &block)?)));
                 skips.push(cout);
             }
         }
@@ -158,7 +162,7 @@ impl SongUNet {
             let res = c.img_resolution >> level;
             let name = |suffix: &str| format!("{res}x{res}_{suffix}");
             if level == levels - 1 {
-                dec.push(Decoder::Block(Box::new(UNetBlock::new(
+                dec.push(Decoder::Block(Rc::new(UNetBlock::new(
                     &(&dec_path / name("in0")),
                     cout,
                     cout,
@@ -167,7 +171,7 @@ impl SongUNet {
                     true,
                     &block,
                 )?)));
-                dec.push(Decoder::Block(Box::new(UNetBlock::new(
+                dec.push(Decoder::Block(Rc::new(UNetBlock::new(
                     &(&dec_path / name("in1")),
                     cout,
                     cout,
@@ -177,7 +181,7 @@ impl SongUNet {
                     &block,
                 )?)));
             } else {
-                dec.push(Decoder::Block(Box::new(UNetBlock::new(
+                dec.push(Decoder::Block(Rc::new(UNetBlock::new(
                     &(&dec_path / name("up")),
                     cout,
                     cout,
@@ -192,7 +196,7 @@ impl SongUNet {
                 cout = c.model_channels * mult;
                 let attention = idx == c.num_blocks && c.attn_resolutions.contains(&res);
                 let path = &dec_path / name(&format!("block{idx}"));
-                dec.push(Decoder::Block(Box::new(UNetBlock::new(&path, cin, cout, false, false, attention, &block)?)));
+                dec.push(Decoder::Block(Rc::new(UNetBlock::new(&path, cin, cout, false, false, attention, &block)?)));
             }
             if c.decoder_type == DecoderType::Skip || level == 0 {
                 if c.decoder_type == DecoderType::Skip && level < levels - 1 {
@@ -221,7 +225,14 @@ impl SongUNet {
             enc,
             dec,
             label_dropout: c.label_dropout,
+            checkpoint_blocks: false,
         })
+    }
+
+    /// Whether each U-Net block's activations are recomputed in backward
+    /// instead of kept (less memory, one more forward pass of each block).
+    pub fn set_checkpoint_blocks(&mut self, on: bool) {
+        self.checkpoint_blocks = on;
     }
 
     /// `F(x; noise_labels)`: `x` `[N, C, H, W]` (already scaled by c_in),
@@ -279,7 +290,7 @@ impl SongUNet {
                     skips.push(x.shallow_clone());
                 }
                 Encoder::Block(block) => {
-                    x = block.forward(&x, &emb, train)?;
+                    x = run_block(block, &x, &emb, train, self.checkpoint_blocks)?;
                     skips.push(x.shallow_clone());
                 }
             }
@@ -303,7 +314,7 @@ impl SongUNet {
                         let skip = skips.pop().expect("a skip for every decoder block");
                         x = Tensor::f_cat(&[&x, &skip], 1).ctx("skip connection")?;
                     }
-                    x = block.forward(&x, &emb, train)?;
+                    x = run_block(block, &x, &emb, train, self.checkpoint_blocks)?;
                 }
             }
         }
