@@ -1,14 +1,21 @@
 #!/usr/bin/env python3
-"""The Diff-Instruct iteration that `difi bench` times, in plain PyTorch eager.
+"""The training iteration that `difi bench` times, in plain PyTorch eager.
 
 Reads the resolved config that `difi bench CONFIG --write-spec FILE` writes
 (JSON: the config with every default filled in, its base directory and
-difi's thread count), builds the same networks (EDM's preconditioning around
-SongUNet or DhariwalUNet, the toy's mixture teacher and MLPs), and times one
-iteration as difi runs it: `fake_updates_per_iter` fake-score updates (EDM's
-denoising loss on detached generator samples), one generator update through
-the IKL surrogate, then the generator's EMA. Prints the fields of
-`difi bench --json`.
+difi's thread count), builds the same networks and times one iteration as
+difi runs it, for either kind of config:
+
+- distillation (`diff-instruct`): EDM's preconditioning around SongUNet or
+  DhariwalUNet, the toy's mixture teacher and MLPs; `fake_updates_per_iter`
+  fake-score updates (EDM's denoising loss on detached generator samples),
+  one generator update through the IKL surrogate, then the generator's EMA;
+- teacher training (`edm-teacher`, as `difi train-teacher` runs it): EDM's
+  denoising loss on a batch of images drawn from the config's dataset (the
+  EDM-format .zip or folder, read here too), one Adam update, then the EMA,
+  with difi's per-iteration seeds, so both sides draw the same batches.
+
+Prints the fields of `difi bench --json`.
 
     difi bench configs/demo-fmnist.ron --write-spec /tmp/spec.json
     python benches/pytorch_eager.py --spec /tmp/spec.json --json
@@ -16,14 +23,19 @@ the IKL surrogate, then the generator's EMA. Prints the fields of
 
 `--check` asks difi for its networks' weights and their outputs on fixed
 inputs (`difi bench CONFIG --write-check FILE`), loads those weights here and
-reports the relative L2 difference of every network's forward pass.
+reports the relative L2 difference of every network's forward pass; for a
+teacher-training config also of three training iterations from difi's
+starting weights: each iteration's loss and the weights and EMA after them.
 
 Written for this repository from difi's Rust sources (zoo/src/edm,
-zoo/src/toy, train/src, divergences/src); it needs only torch and numpy.
+zoo/src/toy, train/src, divergences/src); it needs torch, and numpy and
+Pillow to read a teacher-training dataset.
 """
 
 import argparse
+import copy
 import ctypes
+import io
 import json
 import math
 import os
@@ -34,6 +46,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import zipfile
 
 import torch
 import torch.nn.functional as F
@@ -52,12 +65,14 @@ _DTYPES = {
 }
 
 
-def read_safetensors(path):
-    """All tensors of a safetensors file, by name (CPU)."""
+def read_safetensors(path, metadata=None):
+    """All tensors of a safetensors file, by name (CPU); its `__metadata__` strings go into `metadata` if given."""
     with open(path, "rb") as f:
         (length,) = struct.unpack("<Q", f.read(8))
         header = json.loads(f.read(length))
         data = f.read()
+    if metadata is not None:
+        metadata.update(header.get("__metadata__") or {})
     tensors = {}
     for name, info in header.items():
         if name == "__metadata__":
@@ -584,24 +599,28 @@ def edm_dtype(params, use_fp16, device):
     return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
 
 
+def build_edm(params, base_dir, device, what):
+    """The `edm` plugin's network from its resolved params, its checkpoint (safetensors) loaded if it names one."""
+    arch = params["network"]
+    net = EdmNetwork(arch, edm_dtype(params, arch.get("use_fp16", False), device))
+    if params.get("checkpoint"):
+        path = os.path.join(base_dir, params["checkpoint"])
+        load_weights(net, {k: v for k, v in read_safetensors(path).items() if k.startswith("model.")}, "",
+                     f"{what} checkpoint {path}")
+    return net.to(device)
+
+
 def build_teacher(spec, device):
     component = spec["config"]["teacher"]
     plugin, params = component.get("plugin"), component.get("params") or {}
     if plugin == "edm":
-        arch = params["network"]
-        net = EdmNetwork(arch, edm_dtype(params, arch.get("use_fp16", False), device))
-        if params.get("checkpoint"):
-            path = os.path.join(spec["base_dir"], params["checkpoint"])
-            load_weights(net, {k: v for k, v in read_safetensors(path).items() if k.startswith("model.")}, "",
-                         f"teacher checkpoint {path}")
-        return net.to(device)
+        return build_edm(params, spec["base_dir"], device, "teacher")
     if plugin == "gmm":
         return Gmm(params).to(device)
     raise SystemExit(f"teacher plugin `{plugin}` is not supported by this script (edm, gmm)")
 
 
 def copy_of(teacher):
-    import copy
     net = copy.deepcopy(teacher)
     for p in net.parameters():
         p.requires_grad_(True)
@@ -759,15 +778,204 @@ class DiffInstruct:
         for _ in range(k):
             self.fake_score_update()
         self.generator_update()
-        sched = self.cfg["schedule"]
-        halflife = sched.get("ema_halflife_kimg", 500) * 1000
-        ratio = sched.get("ema_rampup_ratio")
-        if ratio is not None:
-            halflife = min(halflife, self.nimg * ratio)
-        beta = 0.5 ** (self.batch / halflife) if halflife > 0 else 0.0
+        beta = ema_beta(self.cfg["schedule"], self.nimg, self.batch)
         with torch.no_grad():
             torch._foreach_lerp_(self.ema_params, self.live_params, 1.0 - beta)
         self.nimg += self.batch
+
+
+# ---------------------------------------------------------------- teacher training
+
+
+class ImageDataset:
+    """An EDM-format dataset as difi's `zip` and `folder` plugins read it: the PNGs of a
+    ZIP archive or folder sorted by name, labels from `dataset.json`, images decoded on
+    demand as uint8 [C, H, W], `xflip` adding a mirrored copy of each (indices n..2n)."""
+
+    def __init__(self, component, base_dir):
+        plugin, p = component.get("plugin"), component.get("params") or {}
+        if plugin not in ("zip", "folder"):
+            raise SystemExit(f"dataset plugin `{plugin}` is not supported by this script (zip, folder)")
+        self.path = os.path.join(base_dir, p["path"])
+        if os.path.isdir(self.path):
+            self.archive = None
+            files = [os.path.relpath(os.path.join(d, f), self.path).replace(os.sep, "/")
+                     for d, _, names in os.walk(self.path) for f in names]
+        elif os.path.isfile(self.path):
+            self.archive = zipfile.ZipFile(self.path)
+            files = [i.filename for i in self.archive.infolist() if not i.is_dir()]
+        else:
+            raise SystemExit(f"the dataset {self.path} does not exist")
+        self.names = sorted(n for n in files if os.path.splitext(n)[1].lower() == ".png")
+        if not self.names:
+            raise SystemExit(f"the dataset {self.path} holds no PNG images")
+        if p.get("max_size") is not None and p["max_size"] < len(self.names):
+            raise SystemExit("dataset.params.max_size (difi's seeded subset) is not supported by this script")
+        self.labels = None
+        if "dataset.json" in files and p.get("use_labels") in (None, True):
+            labels = json.loads(self._read("dataset.json")).get("labels")
+            if labels is not None:
+                by_name = {name: int(label) for name, label in labels}
+                self.labels = [by_name[name] for name in self.names]
+        self.xflip = bool(p.get("xflip"))
+
+    def _read(self, name):
+        if self.archive is not None:
+            return self.archive.read(name)
+        with open(os.path.join(self.path, name), "rb") as f:
+            return f.read()
+
+    def __len__(self):
+        return len(self.names) * (2 if self.xflip else 1)
+
+    def get(self, index):
+        """Image `index` as uint8 [C, H, W] and its class (0 when unlabelled)."""
+        import numpy as np
+        from PIL import Image
+
+        n = len(self.names)
+        raw = index % n
+        pixels = np.array(Image.open(io.BytesIO(self._read(self.names[raw]))))
+        if pixels.ndim == 2:
+            pixels = pixels[:, :, None]
+        image = torch.from_numpy(pixels).permute(2, 0, 1).contiguous()
+        if index >= n:
+            image = image.flip(2)
+        return image, self.labels[raw] if self.labels is not None else 0
+
+
+class TeacherTraining:
+    """One iteration of EDM teacher training as difi's runner runs train/src/algorithms/edm_teacher.rs:
+    the batch in `batch_per_pass` rounds (each: dataset images drawn uniformly with replacement, σ,
+    then ε, the denoising loss, a host read of its value, backward), one Adam update, then the EMA."""
+
+    def __init__(self, spec, device):
+        cfg = spec["config"]
+        self.cfg, self.device = cfg, device
+        unsupported = []
+        if cfg.get("augment"):
+            unsupported.append("augment (EDM's augmentation pipeline)")
+        if cfg.get("autocast", "none") != "none":
+            unsupported.append("autocast")
+        if (cfg["network"].get("plugin")) != "edm":
+            unsupported.append(f"network plugin `{cfg['network'].get('plugin')}` (only edm)")
+        if unsupported:
+            raise SystemExit(f"not supported by this script: {', '.join(unsupported)}")
+        self.net = build_edm(cfg["network"].get("params") or {}, spec["base_dir"], device, "network")
+        self.ema = copy_of(self.net)
+        for p in self.ema.parameters():
+            p.requires_grad_(False)
+        self.dataset = ImageDataset(cfg["dataset"], spec["base_dir"])
+        self.batch = cfg["schedule"]["batch_size"]
+        self.per_pass = min(cfg.get("batch_per_pass") or self.batch, self.batch)
+        self.rounds = self.batch // self.per_pass
+        self.loss = cfg.get("loss") or {}
+        self.o = cfg["optim"]["network"]
+        self.params = [p for p in self.net.parameters() if p.requires_grad]
+        self.opt = torch.optim.Adam(self.params, lr=self.o["lr"], betas=tuple(self.o["betas"]), eps=self.o["eps"],
+                                    fused=True if self.o.get("fused") else None)
+        live = named_weights(self.net)
+        averages = named_weights(self.ema)
+        self.ema_pairs = ([averages[k] for k in sorted(live)], [live[k] for k in sorted(live)])
+        self.steps, self.nimg = 0, 0
+
+    def start_from(self, weights):
+        """Loads `weights` (difi's names) into the network and copies them into the EMA, as the runner starts."""
+        load_weights(self.net, weights, "", "network")
+        with torch.no_grad():
+            for average, live in zip(*self.ema_pairs):
+                average.copy_(live)
+
+    def _images(self, n):
+        """`n` dataset images as float [n, C, H, W] in [-1, 1] and one-hot labels (conditional networks)."""
+        indices = torch.randint(len(self.dataset), [n], dtype=torch.int64).tolist()
+        images, classes = zip(*(self.dataset.get(i) for i in indices))
+        images = torch.stack(images, 0).to(self.device).float() / 127.5 - 1
+        labels = None
+        if self.net.label_dim:
+            labels = F.one_hot(torch.tensor(classes, device=self.device), self.net.label_dim).float()
+        return images, labels
+
+    def _noise_levels(self, n):
+        """σ [n] drawn as the loss kind says, and its weight λ(σ) [n] (train/src/denoising_loss.rs)."""
+        c, kind, sd = self.loss, self.loss.get("kind", "edm"), self.net.sigma_data
+        if kind == "edm":
+            sigma = (torch.randn([n], device=self.device) * c.get("p_std", 1.2) + c.get("p_mean", -1.2)).exp()
+            return sigma, (sigma.square() + sd * sd) / (sigma * sd).square()
+        u = torch.rand([n], device=self.device)
+        if kind == "vp":
+            t = u * (c["epsilon_t"] - 1.0) + 1.0
+            sigma = ((t.square() * (0.5 * c["beta_d"]) + t * c["beta_min"]).exp() - 1.0).sqrt()
+        elif kind == "ve":
+            sigma = torch.pow(c["sigma_max"] / c["sigma_min"], u) * c["sigma_min"]
+        else:
+            raise SystemExit(f"loss.kind `{kind}` is not supported by this script (edm, vp, ve)")
+        return sigma, sigma.square().reciprocal()
+
+    def _round_loss(self):
+        images, labels = self._images(self.per_pass)
+        n = images.shape[0]
+        sigma, weight = self._noise_levels(n)
+        noisy = images + torch.randn_like(images) * sigma.reshape(-1, *([1] * (images.dim() - 1)))
+        per_sample = (self.net(noisy, sigma, labels) - images).square().flatten(1).sum(1)
+        return (per_sample * weight).mean()
+
+    def iteration(self):
+        """One iteration; returns the loss value (summed over the rounds)."""
+        self.net.train()
+        clamp = self.o.get("nonfinite", "skip") == "clamp"
+        self.opt.zero_grad(set_to_none=False)
+        total = 0.0
+        for _ in range(self.rounds):
+            loss = self._round_loss() / self.rounds
+            value = loss.item()
+            total += value
+            if math.isfinite(value) or clamp:
+                (loss * self.o.get("loss_scale", 1.0)).backward()
+        if math.isfinite(total) or clamp:
+            big = 1e5 if clamp else 0.0
+            for p in self.params:
+                if p.grad is not None:
+                    p.grad.nan_to_num_(nan=0.0, posinf=big, neginf=-big)
+            warmup = self.o.get("warmup_kimg", 0.0)
+            lr = self.o["lr"] if warmup <= 0 else self.o["lr"] * min(self.steps * self.batch / 1000 / warmup, 1.0)
+            for group in self.opt.param_groups:
+                group["lr"] = lr
+            self.opt.step()
+            self.steps += 1
+        beta = ema_beta(self.cfg["schedule"], self.nimg, self.batch)
+        with torch.no_grad():
+            torch._foreach_lerp_(self.ema_pairs[0], self.ema_pairs[1], 1.0 - beta)
+        self.nimg += self.batch
+        return total
+
+
+def ema_beta(schedule, nimg, batch):
+    """β of the EMA after `nimg` samples (EDM's half-life with ramp-up), as train/src/ema.rs."""
+    halflife = schedule.get("ema_halflife_kimg", 500) * 1000
+    ratio = schedule.get("ema_rampup_ratio")
+    if ratio is not None:
+        halflife = min(halflife, nimg * ratio)
+    return 0.5 ** (batch / halflife) if halflife > 0 else 0.0
+
+
+_MASK64 = 2**64 - 1
+ITERATION_STREAM = 2  # difi_core::rng::RngStream::Iteration
+
+
+def _splitmix64(x):
+    x = (x + 0x9E3779B97F4A7C15) & _MASK64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return x ^ (x >> 31)
+
+
+def derive_seed(seed, stream, index):
+    """difi's per-iteration seed (core/src/rng.rs): splitmix64 over (seed, stream, index), 63 bits."""
+    x = seed
+    for word in (stream, index):
+        x = _splitmix64(x ^ _splitmix64(word))
+    return x >> 1
 
 
 # ---------------------------------------------------------------- measuring
@@ -809,35 +1017,46 @@ def seed_of(seed, index):
     return (seed * 1_000_003 + index * 7919 + 12345) % (2**63 - 1)
 
 
-def bench(spec, iterations, warmup):
-    cfg = spec["config"]
-    device = resolve_device(cfg.get("device"))
+def configure_backends(cfg, device):
+    """EDM's CUDA settings, as difi applies them: TF32 as `allow_tf32` says, cuDNN autotuning on."""
     if device.type == "cuda":
         allow = bool(cfg.get("allow_tf32", False))
         torch.backends.cuda.matmul.allow_tf32 = allow
         torch.backends.cudnn.allow_tf32 = allow
         torch.backends.cudnn.benchmark = True
-    torch.manual_seed(cfg.get("seed", 0))
-    di = DiffInstruct(spec, device)
+
+
+def bench(spec, iterations, warmup):
+    cfg = spec["config"]
+    device = resolve_device(cfg.get("device"))
+    configure_backends(cfg, device)
     seed = cfg.get("seed", 0)
+    torch.manual_seed(seed)
+    teacher_training = cfg.get("algorithm") == "edm-teacher"
+    if teacher_training:
+        # The iterations difi times, draw for draw (difi's per-iteration seeds).
+        run, seed_of_iteration = TeacherTraining(spec, device), lambda i: derive_seed(seed, ITERATION_STREAM, i)
+    else:
+        run, seed_of_iteration = DiffInstruct(spec, device), lambda i: seed_of(seed, i)
     for i in range(warmup):
-        torch.manual_seed(seed_of(seed, i))
-        di.iteration()
+        torch.manual_seed(seed_of_iteration(i))
+        run.iteration()
     synchronize(device)
     times = []
     started = time.perf_counter()
     for i in range(iterations):
-        torch.manual_seed(seed_of(seed, warmup + i))
+        torch.manual_seed(seed_of_iteration(warmup + i))
         t0 = time.perf_counter()
-        di.iteration()
+        run.iteration()
         synchronize(device)
         times.append(time.perf_counter() - t0)
     total = time.perf_counter() - started
     mean = total / max(iterations, 1)
     median = statistics.median(times) if times else float("nan")
-    batch = di.batch
+    batch = run.batch
     report = {
         "implementation": "pytorch-eager",
+        "algorithm": cfg.get("algorithm", "diff-instruct"),
         "torch": torch.__version__,
         "device": str(device),
         "threads": torch.get_num_threads(),
@@ -851,8 +1070,9 @@ def bench(spec, iterations, warmup):
         "gpu_max_allocated_mib": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
         "rss_mib": rss_mib(),
         "peak_rss_mib": peak_rss_mib(),
-        "fake_updates_per_iter": cfg.get("fake_updates_per_iter", 1),
     }
+    if not teacher_training:
+        report["fake_updates_per_iter"] = cfg.get("fake_updates_per_iter", 1)
     return report
 
 
@@ -866,6 +1086,8 @@ def relative_l2(a, b):
 
 def check(spec, path, bound):
     """Loads difi's weights and inputs from `path` and compares each network's forward pass."""
+    if spec["config"].get("algorithm") == "edm-teacher":
+        return teacher_check(spec, path, bound)
     tensors = read_safetensors(path)
     device = torch.device(spec.get("check_device") or "cpu")
     teacher = build_teacher(spec, device).eval()
@@ -887,6 +1109,43 @@ def check(spec, path, bound):
             results[name] = relative_l2(out(), tensors[f"check.{name}"])
     ok = all(v <= bound for v in results.values())
     return {"relative_l2": results, "bound": bound, "ok": ok}
+
+
+def teacher_check(spec, path, bound):
+    """A teacher-training check file (`train/src/bench_teacher_check.rs`): the network's forward pass on
+    difi's inputs from difi's starting weights, then the same training iterations (difi's seeds, so the
+    same batches and draws) compared with difi's: each iteration's loss and the weights and EMA after."""
+    metadata = {}
+    tensors = read_safetensors(path, metadata)
+    device = torch.device(metadata.get("device", "cpu"))
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(f"difi wrote the check on {device}, but this torch has no CUDA")
+    cfg = spec["config"]
+    configure_backends(cfg, device)
+    run = TeacherTraining(spec, device)
+    run.start_from({k[len("network."):]: v for k, v in tensors.items() if k.startswith("network.")})
+    get = lambda k: tensors[k].to(device) if k in tensors else None  # noqa: E731
+    run.net.eval()
+    with torch.no_grad():
+        output = run.net(get("check.x"), get("check.sigma"), get("check.labels"))
+    results = {"network": relative_l2(output, tensors["check.network"])}
+    difi_losses = json.loads(metadata["losses"])
+    losses = []
+    for i in range(int(metadata["steps"])):
+        torch.manual_seed(derive_seed(cfg.get("seed", 0), ITERATION_STREAM, i))
+        losses.append(run.iteration())
+    results["step_loss"] = relative_l2(torch.tensor(losses), torch.tensor(difi_losses))
+    for part, net in (("network", run.net), ("network_ema", run.ema)):
+        ours = named_weights(net)
+        prefix = f"step.{part}."
+        theirs = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+        if sorted(ours) != sorted(theirs):
+            raise SystemExit(f"{part}: difi's trained weights do not match the network's names")
+        names = sorted(ours)
+        results[f"step_{part}"] = relative_l2(torch.cat([ours[k].detach().flatten().cpu() for k in names]),
+                                              torch.cat([theirs[k].flatten() for k in names]))
+    ok = all(v <= bound for v in results.values())
+    return {"relative_l2": results, "bound": bound, "ok": ok, "losses": losses, "difi_losses": difi_losses}
 
 
 # ---------------------------------------------------------------- command line
@@ -948,7 +1207,7 @@ def main():
         return
     print(f"pytorch eager on {report['device']}, batch {report['batch_size']}, {report['threads']} threads")
     print(f"  {report['sec_per_iteration_median']:.4f} s per iteration (median; mean {report['sec_per_iteration']:.4f})")
-    print(f"  {report['images_per_s']:.1f} generator images/s, peak resident memory {report['peak_rss_mib']:.0f} MiB")
+    print(f"  {report['images_per_s']:.1f} images/s, peak resident memory {report['peak_rss_mib']:.0f} MiB")
     if report["gpu_mem_mib"] is not None:
         print(f"  GPU memory in use {report['gpu_mem_mib']:.0f} MiB")
 

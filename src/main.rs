@@ -43,7 +43,7 @@ enum Command {
     TrainTeacher(commands::train_teacher::Args),
     /// Train a StyleGAN2 GAN on a dataset (or resume a run): a generator to refine.
     TrainGan(commands::train_gan::Args),
-    /// Time Diff-Instruct iterations of a config (speed and memory).
+    /// Time the training iterations of a distillation or teacher-training config (speed and memory).
     Bench(commands::bench::Args),
     /// Validate a config, build its networks, and print it fully resolved.
     Check(commands::check::Args),

@@ -192,6 +192,35 @@ fn bench_writes_the_pytorch_scripts_spec() {
 }
 
 #[test]
+fn bench_times_teacher_training_and_refuses_other_algorithms() {
+    let digits = common::root().join("tests/fixtures/data/digits-8x8-labelled.zip");
+    let dataset = format!("dataset.params.path={:?}", digits.to_str().unwrap());
+    let config = "benches/configs/teacher-fmnist-b16.ron";
+    let small = ["--set", "network.params.network.img_resolution=8", "--set", &dataset];
+    let mut args = vec!["bench", config, "--iterations", "2", "--warmup", "1", "--json"];
+    args.extend(small);
+    let report: serde_json::Value = serde_json::from_str(&difi_ok(&args)).unwrap();
+    assert_eq!(report["algorithm"], "edm-teacher");
+    assert_eq!(report["batch_size"], 16);
+    for key in ["sec_per_iteration", "sec_per_iteration_median", "images_per_s", "peak_rss_mib"] {
+        assert!(report[key].as_f64().is_some_and(|v| v > 0.0), "{key}: {report}");
+    }
+
+    let dir = scratch("bench-teacher-spec");
+    let path = dir.join("spec.json");
+    let mut args = vec!["bench", config, "--write-spec", arg(&path)];
+    args.extend(small);
+    difi_ok(&args);
+    let spec: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert_eq!(spec["config"]["algorithm"], "edm-teacher");
+    assert_eq!(spec["config"]["loss"]["kind"], "edm");
+    assert!(spec["config"]["optim"]["network"]["lr"].is_number(), "{spec}");
+
+    let err = difi_err(&["bench", "configs/gan-fmnist.ron"]);
+    assert!(err.contains("stylegan2-gan") && err.contains("edm-teacher"), "{err}");
+}
+
+#[test]
 fn the_paper_configs_check_before_their_files_are_downloaded() {
     for config in ["configs/cifar10-uncond.ron", "configs/cifar10-cond.ron", "configs/imagenet64-cond.ron"] {
         let out = common::difi(&["check", config]);

@@ -1,16 +1,21 @@
-//! `difi bench CONFIG`: the speed and memory of Diff-Instruct iterations for
-//! a config, timed after a warm-up with the GPU synchronised before every
-//! clock reading; with `--compare-pytorch`, side by side with the same
-//! iteration in PyTorch eager (`benches/pytorch_eager.py`).
+//! `difi bench CONFIG`: the speed and memory of training iterations for a
+//! distillation config (Diff-Instruct) or a teacher-training config (EDM),
+//! told apart as `difi check` tells them, timed after a warm-up with the GPU
+//! synchronised before every clock reading; with `--compare-pytorch`, side
+//! by side with the same iteration in PyTorch eager (`benches/pytorch_eager.py`).
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use difi_train::bench::bench;
+use difi_core::registry::Registry;
+use difi_train::bench::{BenchReport, bench};
 use difi_train::bench_compare::{Contender, check_python, compare, table};
 use difi_train::bench_spec::{write_check, write_spec};
+use difi_train::bench_teacher_check::write_teacher_check;
+use difi_train::config::algorithm_of;
+use difi_train::{Algorithm, DiffInstruct, EdmTeacherTraining, RunConfig};
 
 use crate::ConfigArgs;
 
@@ -43,46 +48,116 @@ pub struct Args {
     /// Write the resolved config as the script's JSON spec and exit.
     #[arg(long, value_name = "FILE")]
     write_spec: Option<PathBuf>,
-    /// Write the networks' weights, fixed inputs and difi's outputs (the
-    /// script's --check compares against them) and exit.
+    /// Write the networks' weights, fixed inputs and difi's outputs, for a
+    /// teacher-training config also the losses and weights of three training
+    /// iterations (the script's --check compares against them), and exit.
     #[arg(long, value_name = "FILE")]
     write_check: Option<PathBuf>,
     #[command(flatten)]
     config_args: ConfigArgs,
 }
 
+/// What `difi bench` needs of an algorithm besides timing its iterations.
+trait Benched: Algorithm {
+    /// What one iteration does, for the printed report.
+    fn iteration_summary(&self) -> String;
+
+    /// Fields the `--json` report adds for this algorithm.
+    fn json_fields(&self, report: &BenchReport, json: &mut serde_json::Value);
+
+    /// Writes the check file of `--write-check`.
+    fn write_check(config: &RunConfig<Self>, registry: &Registry, path: &Path) -> Result<()>;
+}
+
+impl Benched for DiffInstruct {
+    fn iteration_summary(&self) -> String {
+        format!("{} fake-score + 1 generator update", self.fake_updates_per_iter)
+    }
+
+    fn json_fields(&self, report: &BenchReport, json: &mut serde_json::Value) {
+        let fake_updates = self.fake_updates_per_iter;
+        json["fake_updates_per_iter"] = serde_json::json!(fake_updates);
+        json["generator_images_per_s"] = serde_json::json!(report.images_per_s);
+        json["fake_score_images_per_s"] = serde_json::json!(report.images_per_s * fake_updates as f64);
+    }
+
+    fn write_check(config: &RunConfig<Self>, registry: &Registry, path: &Path) -> Result<()> {
+        let device = config.run.resolve_device()?;
+        Ok(write_check(config, registry, device, path)?)
+    }
+}
+
+impl Benched for EdmTeacherTraining {
+    fn iteration_summary(&self) -> String {
+        match self.batch_per_pass {
+            Some(per_pass) => format!("1 network update in passes of {per_pass}: EDM loss, Adam, EMA"),
+            None => "1 network update: EDM loss, Adam, EMA".into(),
+        }
+    }
+
+    fn json_fields(&self, _report: &BenchReport, _json: &mut serde_json::Value) {}
+
+    fn write_check(config: &RunConfig<Self>, registry: &Registry, path: &Path) -> Result<()> {
+        Ok(write_teacher_check(config, registry, path)?)
+    }
+}
+
 pub fn run(args: Args) -> Result<ExitCode> {
-    let (config, registry) = super::load_resolved(&args.config, &args.config_args)?;
+    let algorithm = algorithm_of(&args.config).with_context(|| format!("reading config {}", args.config.display()))?;
+    match algorithm.as_str() {
+        DiffInstruct::NAME => run_for::<DiffInstruct>(&args),
+        EdmTeacherTraining::NAME => run_for::<EdmTeacherTraining>(&args),
+        other => anyhow::bail!(
+            "{} is a `{other}` config; `difi bench` times `{}` (distillation) and `{}` (teacher training) configs",
+            args.config.display(),
+            DiffInstruct::NAME,
+            EdmTeacherTraining::NAME
+        ),
+    }
+}
+
+fn run_for<A: Benched>(args: &Args) -> Result<ExitCode> {
+    let (config, registry) = args
+        .config_args
+        .source()
+        .load::<A>(&args.config)
+        .with_context(|| format!("checking config {}", args.config.display()))?;
     if let Some(path) = &args.write_spec {
         write_spec(&config, path).with_context(|| format!("writing {}", path.display()))?;
         return Ok(ExitCode::SUCCESS);
     }
     if let Some(path) = &args.write_check {
-        let device = config.run.resolve_device()?;
-        write_check(&config, &registry, device, path).with_context(|| format!("writing {}", path.display()))?;
+        A::write_check(&config, &registry, path).with_context(|| format!("writing {}", path.display()))?;
         return Ok(ExitCode::SUCCESS);
     }
     if args.compare_pytorch {
-        return compare_pytorch(&args, &config);
+        return compare_pytorch(args, &config);
     }
     let report = bench(&config, &registry, args.iterations, args.warmup).context("timing iterations")?;
-    let fake_updates = config.algorithm.fake_updates_per_iter;
     if args.json {
         let mut json = serde_json::to_value(&report)?;
         json["implementation"] = serde_json::json!("difi");
         json["config"] = serde_json::json!(args.config);
-        json["fake_updates_per_iter"] = serde_json::json!(fake_updates);
-        json["generator_images_per_s"] = serde_json::json!(report.images_per_s);
-        json["fake_score_images_per_s"] = serde_json::json!(report.images_per_s * fake_updates as f64);
+        json["algorithm"] = serde_json::json!(A::NAME);
+        config.algorithm.json_fields(&report, &mut json);
         println!("{json}");
         return Ok(ExitCode::SUCCESS);
     }
-    println!("{} on {}, batch {}, {} threads", args.config.display(), report.device, report.batch_size, report.threads);
     println!(
-        "  {:.4} s per iteration, median (mean {:.4}; {fake_updates} fake-score + 1 generator update)",
-        report.sec_per_iteration_median, report.sec_per_iteration
+        "{} ({}) on {}, batch {}, {} threads",
+        args.config.display(),
+        A::NAME,
+        report.device,
+        report.batch_size,
+        report.threads
     );
-    println!("  {:.1} generator images/s, {:.1} s per kimg", report.images_per_s, report.sec_per_kimg);
+    println!(
+        "  {:.4} s per iteration, median (mean {:.4}; {})",
+        report.sec_per_iteration_median,
+        report.sec_per_iteration,
+        config.algorithm.iteration_summary()
+    );
+    println!("  {:.1} images/s, {:.1} s per kimg", report.images_per_s, report.sec_per_kimg);
     if let Some(mib) = report.gpu_mem_mib {
         println!("  GPU memory in use {mib:.0} MiB");
     }
@@ -101,7 +176,7 @@ fn in_repository(path: &str) -> PathBuf {
     if local.exists() { local } else { Path::new(env!("CARGO_MANIFEST_DIR")).join(path) }
 }
 
-fn compare_pytorch(args: &Args, config: &difi_train::RunConfig<difi_train::DiffInstruct>) -> Result<ExitCode> {
+fn compare_pytorch<A: Algorithm>(args: &Args, config: &RunConfig<A>) -> Result<ExitCode> {
     let python = args.python.clone().unwrap_or_else(|| in_repository(".venv/bin/python"));
     let torch = check_python(&python)?;
     let script = args.script.clone().unwrap_or_else(|| in_repository("benches/pytorch_eager.py"));

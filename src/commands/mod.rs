@@ -35,11 +35,6 @@ impl ConfigArgs {
     }
 }
 
-/// Reads a distillation config with overrides, loads its plugins and resolves it.
-pub fn load_resolved(path: &Path, args: &ConfigArgs) -> Result<(RunConfig<DiffInstruct>, Registry)> {
-    args.source().load::<DiffInstruct>(path).with_context(|| format!("checking config {}", path.display()))
-}
-
 /// Reads a distillation config and resolves only its teacher (enough to sample it).
 pub fn load_teacher(path: &Path, args: &ConfigArgs) -> Result<(RunConfig<DiffInstruct>, Registry)> {
     let context = || format!("checking config {}", path.display());

@@ -1,11 +1,13 @@
-//! What an outside implementation of the Diff-Instruct iteration (the
-//! PyTorch eager script `benches/pytorch_eager.py`) needs to run the same
-//! iteration as `difi bench` and to check its networks against difi's:
+//! What an outside implementation of difi's iterations (the PyTorch eager
+//! script `benches/pytorch_eager.py`) needs to run the same iteration as
+//! `difi bench` and to check its networks against difi's:
 //!
-//! - the *spec*: the resolved config as JSON (every default filled in), its
-//!   base directory and libtorch's thread count;
-//! - the *check file*: the networks' weights under their VarStore names
-//!   (EDM's `state_dict()` names), fixed inputs and difi's outputs on them.
+//! - the *spec*: the resolved config as JSON (every default filled in, the
+//!   algorithm named), its base directory and libtorch's thread count;
+//! - the *check file* of a distillation config: the networks' weights under
+//!   their VarStore names (EDM's `state_dict()` names), fixed inputs and
+//!   difi's outputs on them (a teacher-training config's is written by
+//!   [`crate::bench_teacher_check`]).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -14,14 +16,16 @@ use difi_core::component::InitFrom;
 use difi_core::draws::{log_normal_sigma, random_labels};
 use difi_core::error::{Error, Result, TorchContext};
 use difi_core::registry::Registry;
-use difi_core::traits::broadcast_per_sample;
+use difi_core::traits::{ScoreModel, broadcast_per_sample};
 use tch::{Device, Kind, Tensor};
 
+use crate::algorithm::Algorithm;
 use crate::algorithms::diff_instruct::DiffInstruct;
 use crate::config::RunConfig;
 
-/// The spec of a resolved config: `{"config": …, "base_dir": …, "threads": …}`.
-pub fn spec(config: &RunConfig<DiffInstruct>) -> Result<serde_json::Value> {
+/// The spec of a resolved config: `{"config": …, "base_dir": …, "threads": …}`;
+/// `config.algorithm` names the algorithm (`diff-instruct`, `edm-teacher`).
+pub fn spec<A: Algorithm>(config: &RunConfig<A>) -> Result<serde_json::Value> {
     let base_dir = std::path::absolute(config.base_dir()).map_err(|e| Error::io(config.base_dir(), e))?;
     Ok(serde_json::json!({
         "config": config.to_tree(),
@@ -31,13 +35,13 @@ pub fn spec(config: &RunConfig<DiffInstruct>) -> Result<serde_json::Value> {
 }
 
 /// Writes [`spec`] to `path` as JSON.
-pub fn write_spec(config: &RunConfig<DiffInstruct>, path: &Path) -> Result<()> {
+pub fn write_spec<A: Algorithm>(config: &RunConfig<A>, path: &Path) -> Result<()> {
     let text = serde_json::to_string_pretty(&spec(config)?).map_err(|e| Error::config("", e.to_string()))?;
     std::fs::write(path, text).map_err(|e| Error::io(path, e))
 }
 
 /// Samples in a check file.
-const CHECK_SAMPLES: i64 = 4;
+pub(crate) const CHECK_SAMPLES: i64 = 4;
 
 /// Builds the config's teacher, generator and fake score on `device` as a
 /// run does, evaluates each in eval mode on fixed inputs (seed 0) and writes
@@ -56,15 +60,8 @@ pub fn write_check(config: &RunConfig<DiffInstruct>, registry: &Registry, device
     generator.set_train(false);
     fake.set_train(false);
     let _guard = tch::no_grad_guard();
-    tch::manual_seed(0);
-    let n = CHECK_SAMPLES;
-    let mut shape = vec![n];
-    shape.extend(teacher.sample_shape());
-    let clean = Tensor::f_randn(&shape, (Kind::Float, device)).ctx("check inputs")? * teacher.sigma_data();
-    let sigma = log_normal_sigma(n, -1.2, 1.2, &clean)? * (teacher.sigma_data() / 0.5);
-    let x = &clean + clean.f_randn_like().ctx("check inputs")? * broadcast_per_sample(&sigma, clean.dim())?;
-    let labels = random_labels(n, teacher.label_dim(), device)?;
-    let z = generator.sample_latents(n, device)?;
+    let (x, sigma, labels) = check_inputs(teacher.as_ref(), device)?;
+    let z = generator.sample_latents(CHECK_SAMPLES, device)?;
 
     let mut tensors: Vec<(String, Tensor)> = Vec::new();
     let mut add_weights = |prefix: &str, vars: Option<&tch::nn::VarStore>| {
@@ -93,6 +90,32 @@ pub fn write_check(config: &RunConfig<DiffInstruct>, registry: &Registry, device
     if let Some(labels) = labels {
         tensors.push(("check.labels".into(), labels));
     }
+    save_check(path, tensors, &HashMap::new())
+}
+
+/// Fixed inputs of a check (seed 0) for `model`: noisy samples `x`
+/// `[n, *sample_shape]` around N(0, σ_data²) draws, their noise levels
+/// `sigma` `[n]` (EDM's log-normal, scaled to σ_data) and one-hot `labels`
+/// `[n, label_dim]` when `model` is conditional; n = [`CHECK_SAMPLES`].
+pub(crate) fn check_inputs(model: &dyn ScoreModel, device: Device) -> Result<(Tensor, Tensor, Option<Tensor>)> {
+    tch::manual_seed(0);
+    let n = CHECK_SAMPLES;
+    let mut shape = vec![n];
+    shape.extend(model.sample_shape());
+    let clean = Tensor::f_randn(&shape, (Kind::Float, device)).ctx("check inputs")? * model.sigma_data();
+    let sigma = log_normal_sigma(n, -1.2, 1.2, &clean)? * (model.sigma_data() / 0.5);
+    let x = &clean + clean.f_randn_like().ctx("check inputs")? * broadcast_per_sample(&sigma, clean.dim())?;
+    let labels = random_labels(n, model.label_dim(), device)?;
+    Ok((x, sigma, labels))
+}
+
+/// Writes the named `tensors` to the safetensors file `path`, on the CPU
+/// and floating ones as float32, with `metadata`.
+pub(crate) fn save_check(
+    path: &Path,
+    tensors: Vec<(String, Tensor)>,
+    metadata: &HashMap<String, String>,
+) -> Result<()> {
     let tensors = tensors
         .into_iter()
         .map(|(name, t)| {
@@ -101,7 +124,7 @@ pub fn write_check(config: &RunConfig<DiffInstruct>, registry: &Registry, device
             Ok((name, t))
         })
         .collect::<Result<Vec<_>>>()?;
-    difi_formats::weights::save(path, &tensors, &HashMap::new())
+    difi_formats::weights::save(path, &tensors, metadata)
 }
 
 #[cfg(test)]

@@ -11,7 +11,8 @@
 //! - [`optim`], [`ema`], [`snapshot`], [`run_dir`], [`stats`]: the runner's parts;
 //! - [`networks`], [`denoiser_generator`], [`denoising_loss`]: building blocks of the algorithms;
 //! - [`generate`], [`run_generator`], [`snapshot_metrics`], [`bench`]: using what was trained;
-//! - [`bench_spec`], [`bench_compare`]: timing difi against the PyTorch eager script side by side.
+//! - [`bench_spec`], [`bench_teacher_check`], [`bench_compare`]: timing difi against the PyTorch eager
+//!   script side by side, and checking that both compute the same.
 
 pub mod algorithm;
 pub mod algorithms;
@@ -19,6 +20,7 @@ pub mod augment;
 pub mod bench;
 pub mod bench_compare;
 pub mod bench_spec;
+pub mod bench_teacher_check;
 pub mod config;
 pub mod denoiser_generator;
 pub mod denoising_loss;

@@ -199,6 +199,13 @@ impl Runner {
         self.step.as_ref()
     }
 
+    /// The variables of part `name` sorted by name, as the runner keeps them
+    /// (shallow clones: they follow training), or `None` if the step has no
+    /// such part.
+    pub fn part_variables(&self, name: &str) -> Option<&[(String, tch::Tensor)]> {
+        self.parts.iter().find(|p| p.name == name).map(|p| p.variables.as_slice())
+    }
+
     /// One iteration of the step, then the EMAs. Draws from libtorch's
     /// generator as it stands (the loop reseeds it before each call).
     pub fn iteration(&mut self) -> Result<Losses> {
