@@ -50,6 +50,7 @@ import zipfile
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import nn
 
 # ---------------------------------------------------------------- safetensors
@@ -243,6 +244,24 @@ def drop_labels(labels, p, training):
     return labels * keep
 
 
+def run_block(owner, block, x, emb):
+    """`block(x, emb)`, recomputed in backward when the owner's `checkpoint_blocks` is set
+    (difi's `checkpoint_activations`; PyTorch's recommended non-reentrant checkpoint)."""
+    if getattr(owner, "checkpoint_blocks", False) and torch.is_grad_enabled():
+        return torch.utils.checkpoint.checkpoint(block, x, emb, use_reentrant=False)
+    return block(x, emb)
+
+
+def checkpoint_roles(cfg, networks):
+    """Sets `checkpoint_blocks` on the U-Nets of the roles `checkpoint_activations` names."""
+    for role in cfg.get("checkpoint_activations") or []:
+        unets = [m for m in networks[role].modules() if isinstance(m, (SongUNet, DhariwalUNet))]
+        if not unets:
+            raise SystemExit(f"checkpoint_activations: the {role} has no U-Net to checkpoint")
+        for unet in unets:
+            unet.checkpoint_blocks = True
+
+
 class SongUNet(nn.Module):
     """DDPM++ / NCSN++ with difi's module names and order."""
 
@@ -327,7 +346,7 @@ class SongUNet(nn.Module):
             elif name.endswith("aux_residual"):
                 x = skips[-1] = aux = (x + module(aux)) / math.sqrt(2)
             elif isinstance(module, UNetBlock):
-                x = module(x, emb)
+                x = run_block(self, module, x, emb)
                 skips.append(x)
             else:
                 x = module(x)
@@ -344,7 +363,7 @@ class SongUNet(nn.Module):
             else:
                 if x.shape[1] != module.in_channels:
                     x = torch.cat([x, skips.pop()], dim=1)
-                x = module(x, emb)
+                x = run_block(self, module, x, emb)
         return aux
 
 
@@ -405,12 +424,12 @@ class DhariwalUNet(nn.Module):
         emb = F.silu(emb)
         skips = []
         for module in self.enc.values():
-            x = module(x, emb) if isinstance(module, UNetBlock) else module(x)
+            x = run_block(self, module, x, emb) if isinstance(module, UNetBlock) else module(x)
             skips.append(x)
         for module in self.dec.values():
             if x.shape[1] != module.in_channels:
                 x = torch.cat([x, skips.pop()], dim=1)
-            x = module(x, emb)
+            x = run_block(self, module, x, emb)
         return self.out_conv(F.silu(self.out_norm(x)))
 
 
@@ -672,6 +691,7 @@ class DiffInstruct:
         for p in self.generator_ema.parameters():
             p.requires_grad_(False)
         self.fake = build_fake_score(spec, self.teacher, device)
+        checkpoint_roles(cfg, {"teacher": self.teacher, "generator": self.generator, "fake_score": self.fake})
         self.batch = cfg["schedule"]["batch_size"]
         self.label_dim = self.teacher.label_dim
         if self.label_dim and cfg.get("labels", "dataset") != "uniform":
@@ -863,6 +883,7 @@ class TeacherTraining:
             raise SystemExit(f"not supported by this script: {', '.join(unsupported)}")
         self.net = build_edm(cfg["network"].get("params") or {}, spec["base_dir"], device, "network")
         self.ema = copy_of(self.net)
+        checkpoint_roles(cfg, {"network": self.net})
         for p in self.ema.parameters():
             p.requires_grad_(False)
         self.dataset = ImageDataset(cfg["dataset"], spec["base_dir"])
