@@ -16,6 +16,7 @@ const SOURCES: &[&str] = &[
     "csrc/multi_tensor.cpp",
     "csrc/autocast.cpp",
     "csrc/checkpoint.cpp",
+    "csrc/device_memory.cpp",
     "csrc/distributed.cpp",
     "csrc/distributed_nccl.cpp",
 ];

@@ -161,6 +161,15 @@ fn run_for<A: Benched>(args: &Args) -> Result<ExitCode> {
     if let Some(mib) = report.gpu_mem_mib {
         println!("  GPU memory in use {mib:.0} MiB");
     }
+    if let Some(mib) = report.gpu_max_allocated_mib {
+        let parts: Vec<String> = report
+            .gpu_max_allocated_mib_by_part
+            .iter()
+            .flatten()
+            .map(|(part, mib)| format!("{part} {mib:.0}"))
+            .collect();
+        println!("  GPU memory held by tensors at peak {mib:.0} MiB (per update: {})", parts.join(", "));
+    }
     println!(
         "  resident memory {:.0} MiB (peak {:.0} MiB)",
         report.rss_mib.unwrap_or(f64::NAN),

@@ -14,6 +14,7 @@
 #include <ATen/autocast_mode.h>
 #include <ATen/core/Generator.h>
 #include <torch/autograd.h>
+#include <torch/csrc/autograd/engine.h>
 
 #include <cstddef>
 #include <mutex>
@@ -54,7 +55,14 @@ struct Closure : torch::CustomClassHolder {
   Drop drop;
 };
 
-// The state a recomputation must see to repeat the forward exactly.
+// As torch.get_rng_state: under the generator's lock.
+at::Tensor rng_state(at::Generator generator) {
+  std::scoped_lock<std::mutex> lock(generator.mutex());
+  return generator.get_state();
+}
+
+// The state a recomputation must see to repeat the forward exactly. (Only
+// the first CUDA input's device is replayed: difi's blocks live on one.)
 struct ReplayState {
   at::Tensor cpu_rng;
   std::optional<at::Device> cuda_device;
@@ -66,11 +74,11 @@ struct ReplayState {
 
   static ReplayState capture(const std::vector<at::Tensor>& inputs) {
     ReplayState state;
-    state.cpu_rng = at::detail::getDefaultCPUGenerator().get_state();
+    state.cpu_rng = rng_state(at::detail::getDefaultCPUGenerator());
     for (const auto& input : inputs) {
       if (input.defined() && input.is_cuda()) {
         state.cuda_device = input.device();
-        state.cuda_rng = at::globalContext().defaultGenerator(input.device()).get_state();
+        state.cuda_rng = rng_state(at::globalContext().defaultGenerator(input.device()));
         break;
       }
     }
@@ -93,6 +101,11 @@ class Replay {
     }
     set_rng(at::detail::getDefaultCPUGenerator(), saved.cpu_rng);
     set_autocast(saved);
+    // Casts cached now would outlive the recomputation (the cache is cleared
+    // only when an autocast region ends) and serve stale weights after the
+    // optimiser step; recompute without it.
+    cache_was_enabled_ = at::autocast::is_autocast_cache_enabled();
+    at::autocast::set_autocast_cache_enabled(false);
   }
   ~Replay() {
     set_rng(at::detail::getDefaultCPUGenerator(), current_.cpu_rng);
@@ -100,6 +113,7 @@ class Replay {
       set_rng(*cuda_generator_, cuda_current_);
     }
     set_autocast(current_);
+    at::autocast::set_autocast_cache_enabled(cache_was_enabled_);
   }
   Replay(const Replay&) = delete;
   Replay& operator=(const Replay&) = delete;
@@ -119,6 +133,7 @@ class Replay {
   }
 
   ReplayState current_;
+  bool cache_was_enabled_ = true;
   std::optional<at::Generator> cuda_generator_;
   at::Tensor cuda_current_;
 };
@@ -131,12 +146,19 @@ struct Checkpointed : public torch::autograd::Function<Checkpointed> {
     ctx->saved_data["closure"] = c10::IValue::make_capsule(closure);
     ctx->saved_data["state"] = c10::IValue::make_capsule(c10::make_intrusive<StateHolder>(std::move(state)));
     ctx->save_for_backward(inputs);
+    ctx->set_materialize_grads(false);
     // Autograd records nothing inside a custom function's forward.
     return closure->run(inputs);
   }
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grad_outputs) {
+    // As PyTorch's reentrant checkpoint: the recomputed graph is walked by a
+    // nested backward that fills the weights' .grad, which neither
+    // torch.autograd.grad (a chosen set of inputs) nor create_graph can use.
+    TORCH_CHECK(torch::autograd::Engine::get_default_engine().is_checkpoint_valid(),
+                "checkpointed activations support backward(), not autograd::grad or backward with inputs");
+    TORCH_CHECK(!at::GradMode::is_enabled(), "checkpointed activations do not support create_graph");
     auto closure = c10::static_intrusive_pointer_cast<Closure>(ctx->saved_data["closure"].toCapsule());
     auto holder = c10::static_intrusive_pointer_cast<StateHolder>(ctx->saved_data["state"].toCapsule());
     const auto saved = ctx->get_saved_variables();

@@ -20,8 +20,9 @@ use torch_sys::C_tensor;
 
 use crate::{Error, checked};
 
-/// A checkpointed function: tensors in, tensors out, errors as text.
-type BoxedFn = Box<dyn Fn(&[Tensor]) -> Result<Vec<Tensor>, String>>;
+/// A checkpointed function (tensors in, tensors out, errors as text) and
+/// how many of the node's inputs are its own (the rest is the anchor).
+type BoxedFn = (usize, Box<dyn Fn(&[Tensor]) -> Result<Vec<Tensor>, String>>);
 
 /// Room for outputs; a part of a network returns a handful.
 const MAX_OUTPUTS: usize = 64;
@@ -52,10 +53,19 @@ unsafe extern "C" {
 /// whenever grad mode is on, even if no input does (the weights `f` uses
 /// may), and backward calls `f` again: `f` must compute the same function
 /// each time and own what it uses (hence `'static`; share a network's parts
-/// with `Rc`). On CUDA libtorch may run backward, and so the second call of
-/// `f`, on its autograd worker thread while the thread that called
-/// `backward` waits; `f` must not rely on thread-local state of its own.
-pub fn checkpoint<F>(inputs: &[&Tensor], f: F) -> Result<Vec<Tensor>, Error>
+/// with `Rc`).
+///
+/// # Safety
+///
+/// On CUDA libtorch runs backward, and so the second call of `f`, on its
+/// autograd worker thread while the thread that called `backward` waits;
+/// the graph holding `f` is freed on whichever thread drops its last
+/// tensor. `f` need not be `Send`, so the caller promises what the compiler
+/// cannot check: nothing `f` captures is used from another thread while
+/// backward runs, and the outputs' graph is dropped on the thread that made
+/// it or after it is done with what `f` shares (difi's networks and their
+/// graphs live and die on the thread that trains them).
+pub unsafe fn checkpoint<F>(inputs: &[&Tensor], f: F) -> Result<Vec<Tensor>, Error>
 where
     F: Fn(&[Tensor]) -> Result<Vec<Tensor>, String> + 'static,
 {
@@ -63,14 +73,23 @@ where
         let owned: Vec<Tensor> = inputs.iter().map(|t| t.shallow_clone()).collect();
         return f(&owned).map_err(|message| Error::invalid("checkpoint", message));
     }
-    // An input that requires grad, so the node is part of the graph even
-    // when only the weights inside `f` do; it gets no gradient.
-    let anchor = Tensor::f_empty([0], (tch::Kind::Float, tch::Device::Cpu))
-        .and_then(|mut t| t.f_requires_grad_(true))
-        .map_err(|e| Error::invalid("checkpoint", e.to_string()))?;
+    // When no input requires grad, an extra one that does, so the node is
+    // part of the graph even though only the weights inside `f` need it; it
+    // gets no gradient.
+    let anchor = if inputs.iter().any(|t| t.requires_grad()) {
+        None
+    } else {
+        let like = inputs.first().map_or(tch::Device::Cpu, |t| t.device());
+        Some(
+            Tensor::f_empty([0], (tch::Kind::Float, like))
+                .and_then(|mut t| t.f_requires_grad_(true))
+                .map_err(|e| Error::invalid("checkpoint", e.to_string()))?,
+        )
+    };
     let mut handles: Vec<*mut C_tensor> = inputs.iter().map(|t| t.as_ptr() as *mut C_tensor).collect();
-    handles.push(anchor.as_ptr() as *mut C_tensor);
-    let closure: *mut BoxedFn = Box::into_raw(Box::new(Box::new(f)));
+    handles.extend(anchor.iter().map(|t| t.as_ptr() as *mut C_tensor));
+    let closure_inputs = inputs.len();
+    let closure: *mut BoxedFn = Box::into_raw(Box::new((closure_inputs, Box::new(f))));
     let mut outputs = [std::ptr::null_mut::<C_tensor>(); MAX_OUTPUTS];
     let mut count = 0usize;
     // SAFETY: the handles point at live tensors for the call; the shim takes
@@ -117,9 +136,8 @@ unsafe extern "C" fn call_closure(
         .iter()
         .map(|&handle| unsafe { Tensor::from_ptr(handle) })
         .collect();
-    let f = unsafe { &*(closure as *const BoxedFn) };
-    // The last input is the anchor, not the function's.
-    let own = &inputs[..count.saturating_sub(1)];
+    let (own_count, f) = unsafe { &*(closure as *const BoxedFn) };
+    let own = &inputs[..(*own_count).min(count)];
     let result = catch_unwind(AssertUnwindSafe(|| f(own)))
         .unwrap_or_else(|_| Err("the checkpointed function panicked".to_string()));
     match result {
@@ -193,7 +211,8 @@ mod tests {
 
         let (c1, c2) = (w1.shallow_clone(), w2.shallow_clone());
         tch::manual_seed(9);
-        let out = checkpoint(&[&x], move |inputs| Ok(vec![layers(&c1, &c2, &inputs[0])])).unwrap();
+        // SAFETY: single-threaded, CPU: backward runs on this thread.
+        let out = unsafe { checkpoint(&[&x], move |inputs| Ok(vec![layers(&c1, &c2, &inputs[0])])) }.unwrap();
         // Draws after the checkpoint must not change what backward replays.
         let _ = Tensor::randn([100], (Kind::Float, Device::Cpu));
         out[0].sum(Kind::Double).backward();
@@ -213,7 +232,8 @@ mod tests {
         let (w1, w2, x) = weights();
         let x = x.detach();
         let (c1, c2) = (w1.shallow_clone(), w2.shallow_clone());
-        let out = checkpoint(&[&x], move |inputs| Ok(vec![layers(&c1, &c2, &inputs[0])])).unwrap();
+        // SAFETY: single-threaded, CPU: backward runs on this thread.
+        let out = unsafe { checkpoint(&[&x], move |inputs| Ok(vec![layers(&c1, &c2, &inputs[0])])) }.unwrap();
         assert!(out[0].requires_grad());
         out[0].sum(Kind::Double).backward();
         assert!(w1.grad().abs().sum(Kind::Double).double_value(&[]) > 0.0);
@@ -225,10 +245,13 @@ mod tests {
         let (w1, _, x) = weights();
         let calls = std::rc::Rc::new(std::cell::Cell::new(0));
         let seen = calls.clone();
-        let out = checkpoint(&[&x], move |inputs| {
-            seen.set(seen.get() + 1);
-            if seen.get() > 1 { Err("the block is gone".into()) } else { Ok(vec![inputs[0].matmul(&w1)]) }
-        })
+        // SAFETY: single-threaded, CPU: backward runs on this thread.
+        let out = unsafe {
+            checkpoint(&[&x], move |inputs| {
+                seen.set(seen.get() + 1);
+                if seen.get() > 1 { Err("the block is gone".into()) } else { Ok(vec![inputs[0].matmul(&w1)]) }
+            })
+        }
         .unwrap();
         let message = out[0].sum(Kind::Double).f_backward().unwrap_err().to_string();
         assert!(message.contains("the block is gone"), "{message}");
@@ -236,10 +259,22 @@ mod tests {
     }
 
     #[test]
+    fn gradients_for_chosen_inputs_are_refused_as_pytorch_refuses_them() {
+        let _rng = crate::TEST_RNG.lock().unwrap_or_else(|e| e.into_inner());
+        let (w1, _, x) = weights();
+        // SAFETY: single-threaded, CPU: backward runs on this thread.
+        let out = unsafe { checkpoint(&[&x], move |inputs| Ok(vec![inputs[0].matmul(&w1).tanh()])) }.unwrap();
+        let loss = out[0].sum(Kind::Double);
+        let message = Tensor::f_run_backward(&[&loss], &[&x], true, false).unwrap_err().to_string();
+        assert!(message.contains("autograd::grad"), "{message}");
+    }
+
+    #[test]
     fn outside_grad_mode_it_is_a_plain_call() {
         let _rng = crate::TEST_RNG.lock().unwrap_or_else(|e| e.into_inner());
         let (w1, _, x) = weights();
-        let out = tch::no_grad(|| checkpoint(&[&x], move |inputs| Ok(vec![inputs[0].matmul(&w1)]))).unwrap();
+        // SAFETY: single-threaded, CPU.
+        let out = tch::no_grad(|| unsafe { checkpoint(&[&x], move |inputs| Ok(vec![inputs[0].matmul(&w1)])) }).unwrap();
         assert!(!out[0].requires_grad());
     }
 }

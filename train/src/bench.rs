@@ -1,6 +1,7 @@
 //! The speed and memory of training iterations for a config, timed after a
 //! warm-up with the GPU synchronised before every clock reading.
 
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 use difi_core::error::Result;
@@ -37,6 +38,12 @@ pub struct BenchReport {
     pub rss_mib: Option<f64>,
     /// Peak resident memory of the process.
     pub peak_rss_mib: Option<f64>,
+    /// The most CUDA memory tensors held during the timed iterations (the
+    /// caching allocator's peak, as `torch.cuda.max_memory_allocated`).
+    pub gpu_max_allocated_mib: Option<f64>,
+    /// The same for each trained part's update (its forward, backward and
+    /// optimiser step, from the end of the previous update), by part name.
+    pub gpu_max_allocated_mib_by_part: Option<BTreeMap<String, f64>>,
 }
 
 fn synchronize(device: Device) {
@@ -73,6 +80,7 @@ pub fn bench<A: Algorithm>(
         runner.iteration()?;
     }
     synchronize(device);
+    runner.measure_part_peaks();
     let mut times = Vec::with_capacity(iterations as usize);
     let started = Instant::now();
     for i in 0..iterations {
@@ -85,6 +93,18 @@ pub fn bench<A: Algorithm>(
     let seconds = started.elapsed().as_secs_f64() / iterations.max(1) as f64;
     let median = median(&times);
     let batch = config.run.schedule.batch_size;
+    let by_part = runner.part_peaks().cloned();
+    // The window after the last update (the EMAs) counts too.
+    let after = match device {
+        Device::Cuda(index) => difi_torch_ext::device_memory::cuda_memory(index).ok(),
+        _ => None,
+    };
+    let gpu_max_allocated_mib = by_part
+        .iter()
+        .flat_map(|peaks| peaks.values().copied())
+        .chain(after.map(|m| m.peak_allocated as f64 / (1024.0 * 1024.0)))
+        .reduce(f64::max)
+        .filter(|_| device.is_cuda());
     Ok(BenchReport {
         device: format!("{device:?}"),
         threads: tch::get_num_threads(),
@@ -100,6 +120,8 @@ pub fn bench<A: Algorithm>(
         },
         rss_mib: resident_memory_mib(),
         peak_rss_mib: peak_resident_memory_mib(),
+        gpu_max_allocated_mib,
+        gpu_max_allocated_mib_by_part: by_part,
     })
 }
 

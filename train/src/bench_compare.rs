@@ -35,6 +35,8 @@ pub struct Summary {
     pub peak_rss_mib: Option<f64>,
     /// The largest GPU memory in use of any round, MiB.
     pub gpu_mem_mib: Option<f64>,
+    /// The largest CUDA allocator peak (tensors only) of any round, MiB.
+    pub gpu_max_allocated_mib: Option<f64>,
     pub device: String,
     pub threads: Option<i64>,
 }
@@ -124,6 +126,7 @@ pub fn summarise(name: &str, reports: &[serde_json::Value]) -> Result<Summary> {
         batch_size: first.get("batch_size").and_then(serde_json::Value::as_i64).unwrap_or(0),
         peak_rss_mib: largest("peak_rss_mib"),
         gpu_mem_mib: largest("gpu_mem_mib"),
+        gpu_max_allocated_mib: largest("gpu_max_allocated_mib"),
         device: first.get("device").and_then(|d| d.as_str()).unwrap_or("?").to_string(),
         threads: first.get("threads").and_then(serde_json::Value::as_i64),
     })
@@ -134,18 +137,19 @@ pub fn summarise(name: &str, reports: &[serde_json::Value]) -> Result<Summary> {
 pub fn table(summaries: &[Summary]) -> String {
     let mib = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.0}"));
     let mut out = format!(
-        "{:<14} {:>10} {:>9} {:>12} {:>10}  {}\n",
-        "", "s/iter", "images/s", "peak RSS MiB", "GPU MiB", "rounds (median s/iter each)"
+        "{:<14} {:>10} {:>9} {:>12} {:>10} {:>13}  {}\n",
+        "", "s/iter", "images/s", "peak RSS MiB", "GPU MiB", "GPU alloc MiB", "rounds (median s/iter each)"
     );
     for s in summaries {
         let rounds: Vec<String> = s.rounds.iter().map(|r| format!("{r:.4}")).collect();
         out += &format!(
-            "{:<14} {:>10.4} {:>9.1} {:>12} {:>10}  {}\n",
+            "{:<14} {:>10.4} {:>9.1} {:>12} {:>10} {:>13}  {}\n",
             s.name,
             s.sec_per_iteration,
             s.images_per_s(),
             mib(s.peak_rss_mib),
             mib(s.gpu_mem_mib),
+            mib(s.gpu_max_allocated_mib),
             rounds.join(", ")
         );
     }

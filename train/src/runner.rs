@@ -51,6 +51,8 @@ pub struct Runner {
     group: Option<Rc<Distributed>>,
     /// The dtype of autocast around each step call, if any.
     autocast: Option<Kind>,
+    /// Peak CUDA memory (MiB) of each part's update, when measured.
+    part_peaks: Option<BTreeMap<String, f64>>,
 }
 
 impl Runner {
@@ -98,6 +100,7 @@ impl Runner {
             metrics: None,
             group: None,
             autocast: settings.autocast.kind(),
+            part_peaks: None,
         })
     }
 
@@ -206,6 +209,18 @@ impl Runner {
         self.parts.iter().find(|p| p.name == name).map(|p| p.variables.as_slice())
     }
 
+    /// From now on, records the peak CUDA memory of each part's update in
+    /// [`iterations`](Self::iteration) (`difi bench`); nothing off CUDA.
+    pub fn measure_part_peaks(&mut self) {
+        self.part_peaks = Some(BTreeMap::new());
+    }
+
+    /// The largest peak CUDA memory (MiB) of each part's update since
+    /// [`measure_part_peaks`](Self::measure_part_peaks), by part name.
+    pub fn part_peaks(&self) -> Option<&BTreeMap<String, f64>> {
+        self.part_peaks.as_ref().filter(|peaks| !peaks.is_empty())
+    }
+
     /// One iteration of the step, then the EMAs. Draws from libtorch's
     /// generator as it stands (the loop reseeds it before each call).
     pub fn iteration(&mut self) -> Result<Losses> {
@@ -219,6 +234,9 @@ impl Runner {
             group.as_deref(),
             self.autocast,
         )?;
+        if let Some(peaks) = self.part_peaks.as_mut() {
+            ctx = ctx.measuring_part_peaks(peaks);
+        }
         let losses = self.step.iteration(&mut ctx)?;
         drop(guards);
         let beta = ema_beta(self.schedule.ema_halflife_kimg, self.schedule.ema_rampup_ratio, self.state.nimg, batch);

@@ -98,12 +98,48 @@ pub struct StepContext<'a> {
     global_batch_size: i64,
     /// The group whose gradients each update averages, when data-parallel.
     group: Option<&'a Distributed>,
+    /// Peak CUDA memory (MiB) of each part's update, when measured.
+    part_peaks: Option<&'a mut BTreeMap<String, f64>>,
 }
 
 impl<'a> StepContext<'a> {
     /// A context lending `optimizers` (by part name) for one call.
     pub fn new(device: Device, batch_size: i64, iteration: u64, optimizers: &'a mut BTreeMap<String, Adam>) -> Self {
-        StepContext { device, batch_size, iteration, optimizers, global_batch_size: batch_size, group: None }
+        StepContext {
+            device,
+            batch_size,
+            iteration,
+            optimizers,
+            global_batch_size: batch_size,
+            group: None,
+            part_peaks: None,
+        }
+    }
+
+    /// The same context recording in `peaks`, for each part, the most CUDA
+    /// memory tensors held between the end of the previous update (or the
+    /// start of the call) and the end of the part's own: its forward,
+    /// backward and optimiser step. No-op off CUDA.
+    pub fn measuring_part_peaks(mut self, peaks: &'a mut BTreeMap<String, f64>) -> Self {
+        if let Device::Cuda(index) = self.device {
+            let _ = difi_torch_ext::device_memory::reset_cuda_peak(index);
+            self.part_peaks = Some(peaks);
+        }
+        self
+    }
+
+    /// Folds the peak since the last reset into `part`'s, then resets it.
+    fn record_peak(&mut self, part: &str) {
+        let (Some(peaks), Device::Cuda(index)) = (self.part_peaks.as_deref_mut(), self.device) else {
+            return;
+        };
+        // Statistics are a report: a failed read leaves the figure out rather than the run.
+        if let Ok(memory) = difi_torch_ext::device_memory::cuda_memory(index) {
+            let mib = memory.peak_allocated as f64 / (1024.0 * 1024.0);
+            let entry = peaks.entry(part.to_string()).or_insert(0.0);
+            *entry = entry.max(mib);
+            let _ = difi_torch_ext::device_memory::reset_cuda_peak(index);
+        }
     }
 
     /// The same context for one rank of `group`: the step computes
@@ -127,18 +163,24 @@ impl<'a> StepContext<'a> {
         let value = loss.f_double_value(&[]).ctx("read loss")?;
         let lr = optimizer.config().learning_rate(optimizer.steps(), self.global_batch_size);
         let _backward_outside_autocast = suspend_autocast(self.device)?;
-        let Some(group) = self.group else {
-            optimizer.update(loss, value, lr)?;
-            return Ok(value);
+        let value = match self.group {
+            None => {
+                optimizer.update(loss, value, lr)?;
+                value
+            }
+            Some(group) => {
+                // Every rank must join the collective, so each backpropagates its
+                // share before anyone knows whether the global loss is finite.
+                optimizer.zero_grad();
+                optimizer.backward(loss)?;
+                let mut values = [value];
+                group.average(&optimizer.gradients()?, &mut values)?;
+                apply_or_skip(optimizer, values[0], lr)?;
+                values[0]
+            }
         };
-        // Every rank must join the collective, so each backpropagates its
-        // share before anyone knows whether the global loss is finite.
-        optimizer.zero_grad();
-        optimizer.backward(loss)?;
-        let mut values = [value];
-        group.average(&optimizer.gradients()?, &mut values)?;
-        apply_or_skip(optimizer, values[0], lr)?;
-        Ok(values[0])
+        self.record_peak(part);
+        Ok(value)
     }
 
     /// One update of part `part` from several losses whose gradients add up
@@ -175,6 +217,7 @@ impl<'a> StepContext<'a> {
         }
         let lr = optimizer.config().learning_rate(optimizer.steps(), self.global_batch_size);
         apply_or_skip(optimizer, total, lr)?;
+        self.record_peak(part);
         Ok(total)
     }
 }

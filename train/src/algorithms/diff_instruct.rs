@@ -381,11 +381,14 @@ impl DiffInstructStep {
         let (x_g, labels) = self.generator_batch(ctx.batch_size, ctx.device)?;
         let fake_vars = self.fake_score.var_store_mut().expect("checked when built");
         fake_vars.freeze();
-        let loss =
-            self.divergence.generator_loss(&x_g, labels.as_ref(), self.teacher.as_ref(), self.fake_score.as_ref());
+        // Frozen through backward too: checkpointed networks run again there.
+        let updated = self
+            .divergence
+            .generator_loss(&x_g, labels.as_ref(), self.teacher.as_ref(), self.fake_score.as_ref())
+            .and_then(|loss| ctx.update("generator", &loss));
         self.fake_score.var_store_mut().expect("checked when built").unfreeze();
         self.teacher.set_train(false);
-        ctx.update("generator", &loss?)
+        updated
     }
 }
 

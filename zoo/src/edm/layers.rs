@@ -365,9 +365,15 @@ pub fn run_block(block: &Rc<UNetBlock>, x: &Tensor, emb: &Tensor, train: bool, c
         return block.forward(x, emb, train);
     }
     let block = Rc::clone(block);
-    let mut outputs = difi_torch_ext::checkpoint::checkpoint(&[x, emb], move |inputs| {
-        block.forward(&inputs[0], &inputs[1], train).map(|y| vec![y]).map_err(|e| e.to_string())
-    })
+    // SAFETY: the networks, their blocks and the graphs of their outputs live
+    // on the thread that trains them, which waits in backward while libtorch
+    // may recompute the block on its worker thread; nothing else touches the
+    // block meanwhile.
+    let mut outputs = unsafe {
+        difi_torch_ext::checkpoint::checkpoint(&[x, emb], move |inputs| {
+            block.forward(&inputs[0], &inputs[1], train).map(|y| vec![y]).map_err(|e| e.to_string())
+        })
+    }
     .map_err(|e| Error::Plugin { plugin: "activation checkpointing".into(), message: e.to_string() })?;
     outputs.pop().ok_or_else(|| Error::Plugin {
         plugin: "activation checkpointing".into(),
