@@ -51,6 +51,13 @@ for setting in "schedule.batch_size=64" "schedule.batch_size=128" \
     echo "-- $setting"
     $D --log error bench configs/bench-cifar10.ron --set $setting --iterations 10 --warmup 3 --json | tee -a "$OUT/bench.jsonl"
 done
+step "memory: activation checkpointing at batch 128 (peak allocator memory per part, and the autocast path)"
+for setting in "checkpoint_activations=[]" "checkpoint_activations=[\"generator\",\"fake_score\"]" \
+    "checkpoint_activations=[\"generator\",\"fake_score\"] --set autocast=bf16"; do
+    echo "-- $setting"
+    $D --log error bench configs/bench-cifar10.ron --set schedule.batch_size=128 --set $setting \
+        --iterations 5 --warmup 2 --json | tee -a "$OUT/bench-memory.jsonl"
+done
 step "distributed: the toy as a 1-rank NCCL group equals the plain run (losses of every tick)"
 DIST="--set device=cuda --set schedule.total_kimg=256 --set schedule.tick_kimg=25.6"
 $D --log warn distill configs/toy-gmm.ron --outdir "$OUT/toy-plain" $DIST
