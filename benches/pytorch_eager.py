@@ -679,8 +679,8 @@ class DiffInstruct:
         unsupported = [k for k in ("fake_augment",) if cfg.get(k)]
         if (cfg.get("divergence") or {}).get("plugin", "ikl") != "ikl":
             unsupported.append("divergence (only ikl)")
-        if (cfg.get("fake_loss") or {}).get("kind", "edm") != "edm":
-            unsupported.append("fake_loss.kind (only edm)")
+        if (cfg.get("fake_loss") or {}).get("kind", "edm") not in ("edm", "divergence"):
+            unsupported.append("fake_loss.kind (only edm, divergence)")
         if unsupported:
             raise SystemExit(f"not supported by this script: {', '.join(unsupported)}")
         self.teacher = build_teacher(spec, device).eval()
@@ -708,7 +708,12 @@ class DiffInstruct:
         self.ikl = dict(p_mean=div.get("p_mean", -1.2), p_std=div.get("p_std", 1.2),
                         weighting=div.get("weighting", "sigma2"), scale=div.get("sigma_scale", "teacher"))
         fl = cfg.get("fake_loss") or {}
-        self.fake_loss = (fl.get("p_mean", -1.2), fl.get("p_std", 1.2))
+        if fl.get("kind", "edm") == "divergence":
+            # IKL's own levels, scaled as it scales them (difi's Divergence::fake_score_sigma).
+            scale = self.fake.sigma_data / 0.5 if self.ikl["scale"] == "teacher" else 1.0
+            self.fake_loss = (self.ikl["p_mean"], self.ikl["p_std"], scale)
+        else:
+            self.fake_loss = (fl.get("p_mean", -1.2), fl.get("p_std", 1.2), None)
         self.ema_params = list(self.generator_ema.parameters())
         self.live_params = list(self.generator.parameters())
         self.nimg = 0
@@ -747,9 +752,11 @@ class DiffInstruct:
         with torch.no_grad():
             y, labels = self._batch()
         self.fake.train()
-        p_mean, p_std = self.fake_loss
+        p_mean, p_std, scale = self.fake_loss
         n = y.shape[0]
         sigma = (torch.randn([n], device=self.device) * p_std + p_mean).exp()
+        if scale is not None:
+            sigma = sigma * scale
         sd = self.fake.sigma_data
         weight = (sigma.square() + sd * sd) / (sigma * sd).square()
         sigma_b = sigma.reshape(-1, *([1] * (y.dim() - 1)))
