@@ -96,7 +96,7 @@ class Replay {
   explicit Replay(const ReplayState& saved) : current_(ReplayState::capture({})) {
     if (saved.cuda_device) {
       cuda_generator_ = at::globalContext().defaultGenerator(*saved.cuda_device);
-      cuda_current_ = cuda_generator_->get_state();
+      cuda_current_ = rng_state(*cuda_generator_);
       set_rng(*cuda_generator_, saved.cuda_rng);
     }
     set_rng(at::detail::getDefaultCPUGenerator(), saved.cpu_rng);
