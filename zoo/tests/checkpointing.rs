@@ -28,20 +28,28 @@ fn tiny(model_type: ModelType) -> EdmNetworkConfig {
 }
 
 /// Output and every weight's gradient of `Σ D(x; σ)·w` in train mode, with
-/// the same draws for dropout.
-fn output_and_gradients(config: &EdmNetworkConfig, checkpoint: bool) -> (Tensor, Vec<(String, Tensor)>) {
+/// the same draws for dropout, on `device`, under autocast to `autocast`.
+fn output_and_gradients(
+    config: &EdmNetworkConfig,
+    checkpoint: bool,
+    device: Device,
+    autocast: Option<Kind>,
+) -> (Tensor, Vec<(String, Tensor)>) {
     tch::manual_seed(0);
-    let mut net = EdmNetwork::new(config, Precision::Fp32, Device::Cpu).unwrap();
+    let mut net = EdmNetwork::new(config, Precision::Fp32, device).unwrap();
     assert!(net.set_activation_checkpointing(checkpoint));
     net.set_train(true);
-    let o = (Kind::Float, Device::Cpu);
+    let o = (Kind::Float, device);
     tch::manual_seed(1);
     let x = Tensor::randn([3, 3, 8, 8], o);
-    let sigma = Tensor::from_slice(&[0.3f32, 2.0, 11.0]);
+    let sigma = Tensor::from_slice(&[0.3f32, 2.0, 11.0]).to_device(device);
     let labels = Tensor::eye(4, o).narrow(0, 0, 3);
     let weights = Tensor::randn([3, 3, 8, 8], o);
     tch::manual_seed(2);
-    let out = net.denoise(&x, &sigma, Some(&labels)).unwrap();
+    let out = {
+        let _autocast = autocast.map(|kind| difi_torch_ext::autocast::AutocastGuard::enable(device, kind).unwrap());
+        net.denoise(&x, &sigma, Some(&labels)).unwrap()
+    };
     (&out * weights).sum(Kind::Float).backward();
     let vs = net.var_store().unwrap();
     let mut grads: Vec<(String, Tensor)> = vs.variables().into_iter().map(|(name, t)| (name, t.grad())).collect();
@@ -52,12 +60,17 @@ fn output_and_gradients(config: &EdmNetworkConfig, checkpoint: bool) -> (Tensor,
 /// libtorch's generator is global and tests run in parallel threads.
 static RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-fn assert_same(model_type: ModelType) {
+/// Checkpointed against plain on `device`: outputs within `tolerance` of
+/// their largest magnitude (exact on the CPU), every gradient within
+/// `tolerance` relative.
+fn assert_same(model_type: ModelType, device: Device, autocast: Option<Kind>, tolerance: f64) {
     let _rng = RNG.lock().unwrap_or_else(|e| e.into_inner());
     let config = tiny(model_type);
-    let (out, plain) = output_and_gradients(&config, false);
-    let (out_ckpt, ckpt) = output_and_gradients(&config, true);
-    assert_eq!((&out - out_ckpt).abs().max().double_value(&[]), 0.0, "{model_type:?}: outputs differ");
+    let (out, plain) = output_and_gradients(&config, false, device, autocast);
+    let (out_ckpt, ckpt) = output_and_gradients(&config, true, device, autocast);
+    let scale = out.abs().max().double_value(&[]);
+    let difference = (&out - out_ckpt).abs().max().double_value(&[]);
+    assert!(difference <= tolerance * scale, "{model_type:?} on {device:?}: outputs differ by {difference}");
     assert_eq!(plain.len(), ckpt.len());
     let mut compared = 0;
     for ((name, g), (_, g_ckpt)) in plain.iter().zip(&ckpt) {
@@ -67,7 +80,10 @@ fn assert_same(model_type: ModelType) {
         }
         let scale = g.abs().max().double_value(&[]).max(1e-12);
         let error = (g - g_ckpt).abs().max().double_value(&[]) / scale;
-        assert!(error < 1e-5, "{model_type:?} {name}: relative gradient difference {error}");
+        assert!(
+            error < tolerance.max(1e-5),
+            "{model_type:?} on {device:?} {name}: relative gradient difference {error}"
+        );
         compared += 1;
     }
     assert!(compared > 20, "{model_type:?}: only {compared} gradients");
@@ -75,10 +91,34 @@ fn assert_same(model_type: ModelType) {
 
 #[test]
 fn song_unet_gives_the_same_outputs_and_gradients_checkpointed() {
-    assert_same(ModelType::SongUNet);
+    assert_same(ModelType::SongUNet, Device::Cpu, None, 0.0);
 }
 
 #[test]
 fn dhariwal_unet_gives_the_same_outputs_and_gradients_checkpointed() {
-    assert_same(ModelType::DhariwalUNet);
+    assert_same(ModelType::DhariwalUNet, Device::Cpu, None, 0.0);
+}
+
+/// The recomputation runs under the forward's autocast state (backward runs
+/// outside any region here), so bf16 results match as exactly as float32's.
+#[test]
+fn autocast_is_replayed_in_the_recomputation() {
+    for model_type in [ModelType::SongUNet, ModelType::DhariwalUNet] {
+        assert_same(model_type, Device::Cpu, Some(Kind::BFloat16), 1e-5);
+    }
+}
+
+/// On CUDA the recomputation runs on libtorch's autograd worker thread and
+/// must replay the CUDA generator and the autocast state; cuDNN's backward
+/// kernels may sum in another order, hence the tolerances.
+#[test]
+fn the_same_holds_on_cuda_in_float32_and_bf16_when_a_gpu_is_present() {
+    if !tch::Cuda::is_available() {
+        eprintln!("no CUDA device: skipped");
+        return;
+    }
+    for model_type in [ModelType::SongUNet, ModelType::DhariwalUNet] {
+        assert_same(model_type, Device::Cuda(0), None, 1e-4);
+        assert_same(model_type, Device::Cuda(0), Some(Kind::BFloat16), 2e-2);
+    }
 }
