@@ -99,20 +99,19 @@ impl DenoisingLoss {
     /// Refuses `kind: "divergence"` where no divergence supplies σ (`divergence`
     /// `None`, e.g. teacher training) or where it names no levels. Draws
     /// nothing.
-    pub fn check_sigma_source(&self, divergence: Option<&dyn Divergence>, like: &Tensor) -> Result<()> {
+    pub fn check_sigma_source(&self, divergence: Option<&dyn Divergence>) -> Result<()> {
         if self.kind != LossKind::Divergence {
             return Ok(());
         }
-        let unsupported = || {
-            Error::config(
+        // Asking for no levels at all tells whether it names any.
+        let none = Tensor::f_zeros([0], (Kind::Float, tch::Device::Cpu)).ctx("fake_loss")?;
+        match divergence {
+            Some(divergence) if divergence.fake_score_sigma(0, &none, 1.0)?.is_some() => Ok(()),
+            _ => Err(Error::config(
                 "kind",
                 "\"divergence\" takes σ from the run's divergence, and there is none here that names \
                  noise levels for the fake score; use \"edm\", \"vp\" or \"ve\"",
-            )
-        };
-        match divergence {
-            Some(divergence) if divergence.fake_score_sigma(0, like, 1.0)?.is_some() => Ok(()),
-            _ => Err(unsupported()),
+            )),
         }
     }
 
@@ -234,7 +233,7 @@ mod tests {
         let dmd = difi_divergences::dmd::Dmd::new(Default::default()).unwrap();
         let loss = DenoisingLoss { kind: LossKind::Divergence, ..Default::default() };
         loss.validate().unwrap();
-        loss.check_sigma_source(Some(&dmd), &like).unwrap();
+        loss.check_sigma_source(Some(&dmd)).unwrap();
         tch::manual_seed(5);
         let (sigma, weight) = loss.noise_levels(500, &like, 2.0, Some(&dmd)).unwrap();
         tch::manual_seed(5);
@@ -262,14 +261,13 @@ mod tests {
 
     #[test]
     fn the_divergence_kind_is_refused_without_a_divergence_that_names_levels() {
-        let like = Tensor::zeros([1], (Kind::Float, Device::Cpu));
         let loss = DenoisingLoss { kind: LossKind::Divergence, ..Default::default() };
         for divergence in [None, Some(&Silent as &dyn Divergence)] {
-            let message = loss.check_sigma_source(divergence, &like).unwrap_err().to_string();
+            let message = loss.check_sigma_source(divergence).unwrap_err().to_string();
             assert!(message.contains("kind") && message.contains("\"edm\""), "{message}");
         }
         let edm = DenoisingLoss::default();
-        edm.check_sigma_source(None, &like).unwrap();
+        edm.check_sigma_source(None).unwrap();
     }
 
     #[test]

@@ -219,8 +219,7 @@ impl Algorithm for DiffInstruct {
                 ("fake_score", NetworkMut::Score(fake_score.as_mut())),
             ],
         )?;
-        let like = Tensor::f_zeros([0], (Kind::Float, env.device)).ctx("fake_loss")?;
-        self.fake_loss.check_sigma_source(Some(divergence.as_ref()), &like).map_err(|e| e.under("fake_loss"))?;
+        self.fake_loss.check_sigma_source(Some(divergence.as_ref())).map_err(|e| e.under("fake_loss"))?;
         if let Some(dataset) = &env.dataset {
             check_dataset(dataset.as_ref(), teacher.as_ref())?;
         }

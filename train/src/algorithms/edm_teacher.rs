@@ -65,8 +65,7 @@ impl Algorithm for EdmTeacherTraining {
             return Err(Error::config("batch_per_pass", "must be at least 1"));
         }
         self.loss.validate().map_err(|e| e.under("loss"))?;
-        let like = Tensor::f_zeros([0], (Kind::Float, Device::Cpu)).ctx("loss")?;
-        self.loss.check_sigma_source(None, &like).map_err(|e| e.under("loss"))
+        self.loss.check_sigma_source(None).map_err(|e| e.under("loss"))
     }
 
     fn build(&self, env: &BuildEnv<'_>) -> Result<Box<dyn Step>> {
