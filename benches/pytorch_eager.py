@@ -729,9 +729,13 @@ class DiffInstruct:
     def _update(self, name, loss):
         opt, params = self.optims[name]
         o = self.opt_cfg[name]
-        value = loss.item()
-        if not math.isfinite(value) and o.get("nonfinite", "skip") == "skip":
-            return value
+        # Skipping a non-finite loss needs its value on the host; clamping (the
+        # reference's way) does not, and reading it would wait for the device.
+        value = loss.detach()
+        if o.get("nonfinite", "skip") == "skip":
+            value = loss.item()
+            if not math.isfinite(value):
+                return value
         opt.zero_grad(set_to_none=False)
         (loss * o.get("loss_scale", 1.0)).backward()
         big = 1e5 if o.get("nonfinite") == "clamp" else 0.0

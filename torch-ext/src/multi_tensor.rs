@@ -20,6 +20,8 @@ unsafe extern "C" {
         steps: *const *mut C_tensor,
         count: usize,
         lr: f64,
+        lr_tensor: *const C_tensor,
+        found_inf: *const C_tensor,
         beta1: f64,
         beta2: f64,
         eps: f64,
@@ -48,11 +50,26 @@ fn same_lengths(operation: &'static str, lengths: &[usize]) -> Result<(), Error>
     }
 }
 
+/// The learning rate of a fused step.
+#[derive(Clone, Copy, Debug)]
+pub enum LearningRate<'a> {
+    /// A number known on the host.
+    Scalar(f64),
+    /// A float32 scalar on the parameters' device (float64 also on the
+    /// CPU), which the kernel reads there: a rate computed on the device
+    /// needs no host read.
+    Tensor(&'a Tensor),
+}
+
 /// One Adam step (PyTorch's `Adam(fused=True)`, no weight decay, no
 /// AMSGrad) over parallel lists: `params` (updated in place), their `grads`,
 /// the moments `exp_avgs` and `exp_avg_sqs` (updated), and `steps`, one
 /// float32 scalar per parameter that the step increments and takes the bias
 /// corrections from. All tensors share a device and dtype.
+///
+/// With `found_inf` (a float32 scalar on that device), the step is skipped
+/// on the device where it holds 1: parameters, moments and steps stay as
+/// they were, and the host never reads the flag (PyTorch's GradScaler path).
 #[allow(clippy::too_many_arguments)]
 pub fn fused_adam(
     params: &[Tensor],
@@ -60,15 +77,22 @@ pub fn fused_adam(
     exp_avgs: &[Tensor],
     exp_avg_sqs: &[Tensor],
     steps: &[Tensor],
-    lr: f64,
+    lr: LearningRate<'_>,
+    found_inf: Option<&Tensor>,
     betas: (f64, f64),
     eps: f64,
 ) -> Result<(), Error> {
     let lengths = [params.len(), grads.len(), exp_avgs.len(), exp_avg_sqs.len(), steps.len()];
     same_lengths("fused_adam", &lengths)?;
     let (p, g, m, v, t) = (handles(params), handles(grads), handles(exp_avgs), handles(exp_avg_sqs), handles(steps));
-    // SAFETY: every handle is a live tensor borrowed for the call; the arrays
-    // have `params.len()` entries each (checked above).
+    let (lr_value, lr_tensor) = match lr {
+        LearningRate::Scalar(value) => (value, std::ptr::null()),
+        LearningRate::Tensor(tensor) => (0.0, tensor.as_ptr()),
+    };
+    let found_inf = found_inf.map_or(std::ptr::null(), |flag| flag.as_ptr());
+    // SAFETY: every handle is a live tensor borrowed for the call (the
+    // optional ones null or borrowed too); the arrays have `params.len()`
+    // entries each (checked above).
     checked("fused_adam", |error, len| unsafe {
         difi_ext_fused_adam(
             p.as_ptr(),
@@ -77,7 +101,9 @@ pub fn fused_adam(
             v.as_ptr(),
             t.as_ptr(),
             params.len(),
-            lr,
+            lr_value,
+            lr_tensor,
+            found_inf,
             betas.0,
             betas.1,
             eps,
@@ -119,7 +145,7 @@ mod tests {
         let steps: Vec<Tensor> = params.iter().map(|_| Tensor::zeros([], (Kind::Float, Device::Cpu))).collect();
         let (lr, b1, b2, eps) = (0.01, 0.9, 0.999, 1e-8);
         for _ in 0..3 {
-            fused_adam(&params, &grads, &m, &v, &steps, lr, (b1, b2), eps).unwrap();
+            fused_adam(&params, &grads, &m, &v, &steps, LearningRate::Scalar(lr), None, (b1, b2), eps).unwrap();
         }
         for (i, p) in reference.iter().enumerate() {
             let (mut m, mut v, mut p) = (p.zeros_like(), p.zeros_like(), p.copy());
@@ -133,6 +159,59 @@ mod tests {
             assert!(error < 1e-6, "parameter {i}: {error}");
             assert_eq!(steps[i].double_value(&[]), 3.0);
         }
+    }
+
+    #[test]
+    fn found_inf_skips_the_step_on_the_device_and_a_tensor_learning_rate_is_read_there() {
+        let _rng = crate::TEST_RNG.lock().unwrap_or_else(|e| e.into_inner());
+        tch::manual_seed(1);
+        let fresh = || {
+            let params = vec![randn(&[5]), randn(&[2, 3])];
+            let zeros = |ts: &[Tensor]| ts.iter().map(|t| t.zeros_like()).collect::<Vec<_>>();
+            let (m, v) = (zeros(&params), zeros(&params));
+            let steps: Vec<Tensor> = params.iter().map(|_| Tensor::zeros([], (Kind::Float, Device::Cpu))).collect();
+            (params, m, v, steps)
+        };
+        let grads = vec![randn(&[5]), randn(&[2, 3])];
+        let flag = |value: f64| Tensor::from(value as f32);
+        let (params, m, v, steps) = fresh();
+        let before: Vec<Tensor> = params.iter().map(Tensor::copy).collect();
+        fused_adam(&params, &grads, &m, &v, &steps, LearningRate::Scalar(0.1), Some(&flag(1.0)), (0.9, 0.99), 1e-8)
+            .unwrap();
+        for i in 0..2 {
+            assert!(params[i].equal(&before[i]), "a flagged step changed parameter {i}");
+            assert_eq!(m[i].abs().sum(Kind::Float).double_value(&[]), 0.0);
+            assert_eq!(steps[i].double_value(&[]), 0.0, "a flagged step is not counted");
+        }
+        // Unflagged, with the rate as a tensor: the same as a plain step at that rate.
+        let lr = 0.25_f32;
+        fused_adam(
+            &params,
+            &grads,
+            &m,
+            &v,
+            &steps,
+            LearningRate::Tensor(&Tensor::from(lr)),
+            Some(&flag(0.0)),
+            (0.9, 0.99),
+            1e-8,
+        )
+        .unwrap();
+        let (plain, pm, pv, ps) = fresh();
+        for (dst, src) in plain.iter().zip(&before) {
+            dst.shallow_clone().copy_(src);
+        }
+        fused_adam(&plain, &grads, &pm, &pv, &ps, LearningRate::Scalar(f64::from(lr)), None, (0.9, 0.99), 1e-8)
+            .unwrap();
+        for i in 0..2 {
+            assert!(params[i].equal(&plain[i]), "parameter {i} differs from the plain step");
+            assert_eq!(steps[i].double_value(&[]), 1.0);
+        }
+        let wrong = Tensor::from(1.0_f64);
+        let err =
+            fused_adam(&params, &grads, &m, &v, &steps, LearningRate::Scalar(0.1), Some(&wrong), (0.9, 0.99), 1e-8)
+                .unwrap_err();
+        assert!(err.message().contains("found_inf"), "{err}");
     }
 
     #[test]

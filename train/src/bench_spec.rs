@@ -162,6 +162,7 @@ mod tests {
 
     #[test]
     fn the_check_file_holds_weights_inputs_and_outputs() {
+        let _rng = crate::lock_test_rng();
         let (config, registry) = toy();
         let path = std::env::temp_dir().join(format!("difi-check-{}.safetensors", std::process::id()));
         write_check(&config, &registry, Device::Cpu, &path).unwrap();

@@ -72,8 +72,11 @@ pub fn write_teacher_check(config: &RunConfig<EdmTeacherTraining>, registry: &Re
     let mut losses = Vec::with_capacity(CHECK_STEPS as usize);
     for i in 0..CHECK_STEPS {
         reseed(config.run.seed, RngStream::Iteration, i);
-        let value =
-            runner.iteration()?.get("network").ok_or_else(|| error("the step reports no network loss".into()))?;
+        let value = runner
+            .iteration()?
+            .values()?
+            .get("network")
+            .ok_or_else(|| error("the step reports no network loss".into()))?;
         losses.push(value);
     }
     for part in ["network", "network_ema"] {

@@ -204,14 +204,11 @@ mod tests {
     use difi_divergences::gaussian::Gaussian;
     use tch::Device;
 
-    /// libtorch's generator is global and tests run in parallel threads.
-    static RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
     /// EDM's loss written out independently for the exact Gaussian denoiser,
     /// on the same draws: σ = exp(p_mean + p_std·n₁), x = y + σ·n₂.
     #[test]
     fn vp_and_ve_draw_their_noise_levels_and_weights() {
-        let _rng = RNG.lock().unwrap_or_else(|e| e.into_inner());
+        let _rng = crate::lock_test_rng();
         let like = Tensor::zeros([1], (Kind::Float, Device::Cpu));
         for (kind, lo, hi) in [(LossKind::Vp, 0.0, 152.0), (LossKind::Ve, 0.02, 100.0)] {
             let loss = DenoisingLoss { kind, ..Default::default() };
@@ -228,7 +225,7 @@ mod tests {
 
     #[test]
     fn the_divergence_kind_draws_where_the_divergence_trains_its_fake_score() {
-        let _rng = RNG.lock().unwrap_or_else(|e| e.into_inner());
+        let _rng = crate::lock_test_rng();
         let like = Tensor::zeros([1], (Kind::Float, Device::Cpu));
         let dmd = difi_divergences::dmd::Dmd::new(Default::default()).unwrap();
         let loss = DenoisingLoss { kind: LossKind::Divergence, ..Default::default() };
@@ -272,7 +269,7 @@ mod tests {
 
     #[test]
     fn matches_edms_loss_computed_by_hand() {
-        let _rng = RNG.lock().unwrap_or_else(|e| e.into_inner());
+        let _rng = crate::lock_test_rng();
         let model = Gaussian { variance: 0.25, dim: 4 };
         let loss = DenoisingLoss::default();
         let y = Tensor::from_slice(&[0.5f64, -0.25, 0.75, 0.0, -0.5, 0.1, 0.2, 0.3]).reshape([2, 4]);

@@ -39,6 +39,17 @@ pub mod stats;
 pub mod step;
 pub mod stop;
 
+/// libtorch's random generator is global and unit tests run in parallel
+/// threads: a test that seeds it or draws from it holds this lock.
+#[cfg(test)]
+pub(crate) static TEST_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Holds [`TEST_RNG`] for the rest of the test.
+#[cfg(test)]
+pub(crate) fn lock_test_rng() -> std::sync::MutexGuard<'static, ()> {
+    TEST_RNG.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 pub use algorithm::{Algorithm, BuildEnv};
 pub use algorithms::diff_instruct::DiffInstruct;
 pub use algorithms::edm_teacher::EdmTeacherTraining;

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 
 use difi_core::error::{Error, Result, TorchContext};
+use difi_torch_ext::multi_tensor::LearningRate;
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
@@ -101,7 +102,11 @@ pub struct Adam {
     /// share a device and floating dtype (then every update takes the
     /// per-tensor path).
     fused_steps: Option<Vec<Tensor>>,
+    /// Updates applied, as of the last [`settle`](Self::settle).
     steps: u64,
+    /// Updates since then whose skip the device decided (fused steps under
+    /// [`NonFinite::Skip`]); the host learns how many applied when it settles.
+    undecided: u64,
     skipped: u64,
 }
 
@@ -127,17 +132,25 @@ impl Adam {
             })
             .transpose()?;
         let param_tensors = params.iter().map(|(_, t)| t.shallow_clone()).collect();
-        Ok(Adam { config, params, param_tensors, exp_avg, exp_avg_sq, fused_steps, steps: 0, skipped: 0 })
+        Ok(Adam { config, params, param_tensors, exp_avg, exp_avg_sq, fused_steps, steps: 0, undecided: 0, skipped: 0 })
     }
 
-    /// Number of updates applied so far.
+    /// Number of updates applied, as of the last [`settle`](Self::settle)
+    /// (exact whenever [`is_settled`](Self::is_settled)).
     pub fn steps(&self) -> u64 {
         self.steps
+    }
+
+    /// Whether [`steps`](Self::steps) and [`skipped`](Self::skipped) are
+    /// exact: no update since the last settle left its skip to the device.
+    pub fn is_settled(&self) -> bool {
+        self.undecided == 0
     }
 
     /// Sets the number of updates applied so far (another rank's, say).
     pub fn set_steps(&mut self, steps: u64) -> Result<()> {
         self.steps = steps;
+        self.undecided = 0;
         self.sync_fused_steps()
     }
 
@@ -146,26 +159,47 @@ impl Adam {
         &self.config
     }
 
-    /// Updates skipped for a non-finite loss in this session.
+    /// Updates skipped for a non-finite loss in this session, as of the last
+    /// [`settle`](Self::settle).
     pub fn skipped(&self) -> u64 {
         self.skipped
     }
 
-    /// Backpropagates `loss` and applies one update at learning rate `lr`,
-    /// or, under [`NonFinite::Skip`], skips both when `value` (the loss's
-    /// value) is not finite. Returns whether it updated.
-    pub fn update(&mut self, loss: &Tensor, value: f64, lr: f64) -> Result<bool> {
-        if !value.is_finite() && self.config.nonfinite == NonFinite::Skip {
-            self.skipped += 1;
-            return Ok(false);
+    /// Reads from the device how many of the updates it decided applied
+    /// (one host synchronisation, and only when there are such updates), so
+    /// that [`steps`](Self::steps) and [`skipped`](Self::skipped) are exact.
+    pub fn settle(&mut self) -> Result<()> {
+        if self.undecided == 0 {
+            return Ok(());
         }
-        self.backward_step(loss, lr)?;
-        Ok(true)
+        let Some(steps) = self.fused_steps.as_ref().and_then(|s| s.first()) else {
+            return Err(Error::Plugin {
+                plugin: "adam".into(),
+                message: "device-decided updates without fused steps".into(),
+            });
+        };
+        let applied = steps.f_double_value(&[]).ctx("read adam steps")? as u64;
+        let attempted = self.steps + self.undecided;
+        self.skipped += attempted.saturating_sub(applied);
+        self.steps = applied;
+        self.undecided = 0;
+        Ok(())
+    }
+
+    /// Backpropagates `loss` (a scalar) and applies one update at the
+    /// learning rate its schedule gives after the updates so far, for
+    /// batches of `batch` samples. Under [`NonFinite::Skip`] a non-finite
+    /// `loss` skips the update: decided on the device when the fused step
+    /// applies (no host read), else on the host.
+    pub fn update(&mut self, loss: &Tensor, batch: i64) -> Result<()> {
+        self.zero_grad();
+        self.backward(loss)?;
+        self.step(loss, batch)
     }
 
     /// Backpropagates `loss × loss_scale` into the variables and applies one
-    /// update at learning rate `lr`. Non-finite gradient entries are replaced
-    /// as the [`NonFinite`] setting says.
+    /// update at learning rate `lr`, whatever the loss. Non-finite gradient
+    /// entries are replaced as the [`NonFinite`] setting says.
     pub fn backward_step(&mut self, loss: &Tensor, lr: f64) -> Result<()> {
         self.zero_grad();
         self.backward(loss)?;
@@ -203,10 +237,86 @@ impl Adam {
         self.skipped += 1;
     }
 
-    /// One update at learning rate `lr` from the accumulated gradients: one
-    /// fused multi-tensor step when every parameter has a gradient and they
-    /// share a device and dtype, else tensor by tensor (the same arithmetic).
-    pub fn apply(&mut self, lr: f64) -> Result<()> {
+    /// One update from the accumulated gradients at the scheduled learning
+    /// rate, unless `loss` (the scalar they came from) is not finite and the
+    /// optimiser skips such updates. The fused step decides that on the
+    /// device, so nothing is read back; the per-tensor step reads the value.
+    pub fn step(&mut self, loss: &Tensor, batch: i64) -> Result<()> {
+        if self.config.nonfinite == NonFinite::Clamp {
+            self.settle()?;
+            return self.apply(self.config.learning_rate(self.steps, batch));
+        }
+        let grads = self.clean_gradients()?;
+        if let Some(steps) = self.fused_steps.as_ref().filter(|_| grads.iter().all(Tensor::defined)) {
+            let _guard = tch::no_grad_guard();
+            let found_inf = loss
+                .f_isfinite()
+                .and_then(|finite| finite.f_logical_not())
+                .and_then(|flag| flag.f_to_kind(Kind::Float))
+                .ctx("non-finite flag")?;
+            let lr = self.device_learning_rate(batch)?;
+            let rate = match &lr {
+                Some(tensor) => LearningRate::Tensor(tensor),
+                None => LearningRate::Scalar(self.config.learning_rate(self.steps, batch)),
+            };
+            let (betas, eps) = (self.config.betas, self.config.eps);
+            difi_torch_ext::multi_tensor::fused_adam(
+                &self.param_tensors,
+                &grads,
+                &self.exp_avg,
+                &self.exp_avg_sq,
+                steps,
+                rate,
+                Some(&found_inf),
+                betas,
+                eps,
+            )
+            .map_err(|e| Error::Plugin { plugin: "adam".into(), message: e.to_string() })?;
+            self.undecided += 1;
+            return Ok(());
+        }
+        self.settle()?;
+        let value = loss.f_double_value(&[]).ctx("read loss")?;
+        if !value.is_finite() {
+            self.skipped += 1;
+            return Ok(());
+        }
+        let lr = self.config.learning_rate(self.steps, batch);
+        self.steps += 1;
+        let _guard = tch::no_grad_guard();
+        self.apply_per_tensor(&grads, lr)?;
+        self.sync_fused_steps()
+    }
+
+    /// The scheduled learning rate as a tensor on the device, computed from
+    /// the device's step count, when the host cannot know it: some updates
+    /// were decided on the device and the warm-up may not be over. `None`
+    /// when the host's number is exact. The arithmetic is the host's
+    /// ([`AdamConfig::learning_rate`]) in float64, rounded to float32 only
+    /// where the CUDA kernel needs it.
+    fn device_learning_rate(&self, batch: i64) -> Result<Option<Tensor>> {
+        let warmup = self.config.warmup_kimg;
+        let ramp_over = warmup <= 0.0 || (self.steps * batch as u64) as f64 / 1000.0 >= warmup;
+        if self.undecided == 0 || ramp_over {
+            return Ok(None);
+        }
+        let Some(steps) = self.fused_steps.as_ref().and_then(|s| s.first()) else { return Ok(None) };
+        let kind = if steps.device() == tch::Device::Cpu { Kind::Double } else { Kind::Float };
+        let lr = steps
+            .f_to_kind(Kind::Double)
+            .and_then(|t| t.f_mul_scalar(batch as f64))
+            .and_then(|t| t.f_div_scalar(1000.0))
+            .and_then(|t| t.f_div_scalar(warmup))
+            .and_then(|t| t.f_clamp_max(1.0))
+            .and_then(|t| t.f_mul_scalar(self.config.lr))
+            .and_then(|t| t.f_to_kind(kind))
+            .ctx("learning rate on the device")?;
+        Ok(Some(lr))
+    }
+
+    /// The gradients, one per parameter (undefined where it has none), with
+    /// non-finite entries replaced as the [`NonFinite`] setting says.
+    fn clean_gradients(&mut self) -> Result<Vec<Tensor>> {
         let _guard = tch::no_grad_guard();
         let mut grads = Vec::with_capacity(self.params.len());
         for (_, param) in &self.params {
@@ -220,6 +330,17 @@ impl Adam {
             }
             grads.push(grad);
         }
+        Ok(grads)
+    }
+
+    /// One update at learning rate `lr` from the accumulated gradients,
+    /// whatever the loss: one fused multi-tensor step when every parameter
+    /// has a gradient and they share a device and dtype, else tensor by
+    /// tensor (the same arithmetic).
+    pub fn apply(&mut self, lr: f64) -> Result<()> {
+        self.settle()?;
+        let grads = self.clean_gradients()?;
+        let _guard = tch::no_grad_guard();
         self.steps += 1;
         match &self.fused_steps {
             Some(steps) if grads.iter().all(Tensor::defined) => difi_torch_ext::multi_tensor::fused_adam(
@@ -228,7 +349,8 @@ impl Adam {
                 &self.exp_avg,
                 &self.exp_avg_sq,
                 steps,
-                lr,
+                LearningRate::Scalar(lr),
+                None,
                 self.config.betas,
                 self.config.eps,
             )
@@ -312,6 +434,7 @@ impl Adam {
             }
         }
         self.steps = steps;
+        self.undecided = 0;
         self.sync_fused_steps()
     }
 }
@@ -337,6 +460,7 @@ mod tests {
 
     #[test]
     fn the_fused_step_matches_the_per_tensor_one() {
+        let _rng = crate::lock_test_rng();
         tch::manual_seed(1);
         let make = || {
             let vs = VarStore::new(Device::Cpu);
@@ -380,6 +504,7 @@ mod tests {
 
     #[test]
     fn the_in_place_update_is_the_out_of_place_formula_bit_for_bit() {
+        let _rng = crate::lock_test_rng();
         tch::manual_seed(3);
         let vs = VarStore::new(Device::Cpu);
         let w = vs.root().var_copy("w", &Tensor::randn([64], (Kind::Float, Device::Cpu)));
@@ -425,6 +550,60 @@ mod tests {
         let got: Vec<f32> = Vec::try_from(&w).unwrap();
         assert_eq!(got[0], 1.0);
         assert!(got[1] < 1.0);
+    }
+
+    #[test]
+    fn skips_decided_on_the_device_equal_skips_decided_on_the_host() {
+        let make = || {
+            let vs = VarStore::new(Device::Cpu);
+            let _ = vs.root().var_copy("w", &Tensor::from_slice(&[0.5f32, -1.0, 2.0]));
+            vs
+        };
+        let (device_vs, host_vs) = (make(), make());
+        // A warm-up over 5 updates of 100 samples: after the first skip the
+        // device must compute the ramp itself.
+        let config = AdamConfig { lr: 0.1, betas: (0.9, 0.99), warmup_kimg: 0.5, fused: true, ..Default::default() };
+        let mut on_device = Adam::new(&variables(&device_vs), config.clone()).unwrap();
+        let mut on_host = Adam::new(&variables(&host_vs), config).unwrap();
+        let factors = [1.0, f64::NAN, 2.0, f64::INFINITY, -1.0, 0.5, 3.0, 1.5, -2.0];
+        for (i, factor) in factors.iter().enumerate() {
+            let x = Tensor::from_slice(&[1.0f32 + i as f32, 2.0, -0.5]);
+            let loss = |vs: &VarStore| (&vs.variables()["w"] * &x).square().sum(Kind::Float) * *factor;
+            on_device.update(&loss(&device_vs), 100).unwrap();
+            // The host's decision: read the loss, then step or skip.
+            let host_loss = loss(&host_vs);
+            on_host.zero_grad();
+            on_host.backward(&host_loss).unwrap();
+            if host_loss.double_value(&[]).is_finite() {
+                let lr = on_host.config().learning_rate(on_host.steps(), 100);
+                on_host.apply(lr).unwrap();
+            } else {
+                on_host.skip();
+            }
+            let (a, b) = (&device_vs.variables()["w"], &host_vs.variables()["w"]);
+            assert!(a.equal(b), "update {i}: {a:?} vs {b:?}");
+        }
+        assert!(!on_device.is_settled(), "the fused updates left their skips to the device");
+        on_device.settle().unwrap();
+        assert_eq!((on_device.steps(), on_device.skipped()), (7, 2));
+        assert_eq!((on_host.steps(), on_host.skipped()), (7, 2));
+        for (a, b) in on_device.state_tensors().iter().zip(on_host.state_tensors()) {
+            assert!(a.1.equal(&b.1), "{}", a.0);
+        }
+    }
+
+    #[test]
+    fn the_per_tensor_step_reads_the_loss_and_skips_on_the_host() {
+        let vs = VarStore::new(Device::Cpu);
+        let w = vs.root().var_copy("w", &Tensor::from_slice(&[1.0f32, 1.0]));
+        let mut adam = Adam::new(&variables(&vs), AdamConfig { lr: 0.1, ..Default::default() }).unwrap();
+        adam.update(&((&w * f64::NAN).sum(Kind::Float)), 10).unwrap();
+        assert!(adam.is_settled());
+        assert_eq!((adam.steps(), adam.skipped()), (0, 1));
+        assert_eq!(Vec::<f32>::try_from(&w).unwrap(), [1.0, 1.0]);
+        adam.update(&w.sum(Kind::Float), 10).unwrap();
+        assert_eq!((adam.steps(), adam.skipped()), (1, 1));
+        assert!(Vec::<f32>::try_from(&w).unwrap().iter().all(|&v| v < 1.0));
     }
 
     #[test]

@@ -25,7 +25,7 @@ use crate::run_dir::RunDir;
 use crate::snapshot::{self, PartVariables, TrainState};
 use crate::snapshot_metrics::SnapshotMetrics;
 use crate::stats::TickStats;
-use crate::step::{Losses, PartRole, Step, StepContext};
+use crate::step::{LossValues, Losses, PartRole, Step, StepContext, read_scalars};
 
 /// How a call to [`Runner::run`] ended.
 #[derive(Debug, PartialEq, Eq)]
@@ -53,6 +53,15 @@ pub struct Runner {
     autocast: Option<Kind>,
     /// Peak CUDA memory (MiB) of each part's update, when measured.
     part_peaks: Option<BTreeMap<String, f64>>,
+    /// Whether loss values wait on the device until a tick, a snapshot or a
+    /// stop reads them (on CUDA: a read after every iteration would stall
+    /// the queue); otherwise each iteration's are read at once.
+    defer_loss_reads: bool,
+    /// Losses not read yet, with the iteration count after each.
+    unread_losses: Vec<(u64, Losses)>,
+    /// How many times losses were read back from the device (a measure of
+    /// host synchronisation, for tests).
+    loss_reads: u64,
 }
 
 impl Runner {
@@ -101,7 +110,26 @@ impl Runner {
             group: None,
             autocast: settings.autocast.kind(),
             part_peaks: None,
+            defer_loss_reads: device.is_cuda(),
+            unread_losses: Vec::new(),
+            loss_reads: 0,
         })
+    }
+
+    /// Whether loss values stay on the device until a tick, a snapshot or a
+    /// stop (the default on CUDA) or are read after every iteration (the
+    /// default elsewhere, where a read costs nothing). Either way every
+    /// non-finite loss is found, at its own iteration, and the run fails at
+    /// the same iteration count with the same message; deferred, the
+    /// failure surfaces at the next read, and the iterations up to it are
+    /// not saved.
+    pub fn set_defer_loss_reads(&mut self, defer: bool) {
+        self.defer_loss_reads = defer;
+    }
+
+    /// How many times this runner has read losses back from the device.
+    pub fn loss_reads(&self) -> u64 {
+        self.loss_reads
     }
 
     /// Trains as one rank of `group`: each iteration computes this rank's
@@ -278,7 +306,8 @@ impl Runner {
             )?;
             let losses = self.step.warmup(&mut ctx)?;
             drop(guards);
-            if let Some(name) = losses.first_non_finite() {
+            // Warm-up updates are few: each is checked as it happens.
+            if let Some(name) = losses.values()?.first_non_finite() {
                 return Err(Error::NonFinite {
                     what: loss_label(name),
                     iteration: self.state.warmup_done,
@@ -299,6 +328,7 @@ impl Runner {
         while self.state.nimg < total_nimg {
             if self.stop_requested(stop)? {
                 bar.abandon();
+                self.read_losses(&mut tick)?;
                 self.state.elapsed_s = elapsed(&started);
                 if let Some(path) = self.snapshot(run)? {
                     tracing::info!("stopped; snapshot written to {}", path.display());
@@ -307,12 +337,18 @@ impl Runner {
             }
             reseed(self.seed, RngStream::Iteration, self.state.iteration);
             let losses = self.iteration()?;
-            self.check_finite(&losses)?;
-            tick.add(&losses);
+            self.unread_losses.push((self.state.iteration, losses));
+            if !self.defer_loss_reads {
+                self.read_losses(&mut tick)?;
+            }
             bar.set_position(self.state.nimg.min(total_nimg));
 
             let done = self.state.nimg >= total_nimg;
             if done || self.state.nimg >= self.state.tick_start_nimg + tick_nimg {
+                self.read_losses(&mut tick)?;
+                for optimizer in self.optimizers.values_mut() {
+                    optimizer.settle()?;
+                }
                 self.state.elapsed_s = elapsed(&started);
                 if let Device::Cuda(index) = self.device {
                     tch::Cuda::synchronize(index as i64);
@@ -331,7 +367,7 @@ impl Runner {
                 }
                 skipped_before_tick = skipped;
                 let summary: Vec<String> =
-                    losses.0.iter().filter_map(|(name, _)| Some(format!("{name} {:.4}", tick.mean(name)?))).collect();
+                    tick.names().filter_map(|name| Some(format!("{name} {:.4}", tick.mean(name)?))).collect();
                 bar.set_message(format!("loss {}", summary.join(" ")));
                 tracing::info!(
                     tick = self.state.tick,
@@ -367,17 +403,39 @@ impl Runner {
         }
     }
 
-    fn check_finite(&mut self, losses: &Losses) -> Result<()> {
+    /// Reads the losses of the iterations since the last read, all in one
+    /// transfer, and goes through them in order: each non-finite one is
+    /// reported at its iteration, and the finite ones enter `tick`.
+    fn read_losses(&mut self, tick: &mut TickStats) -> Result<()> {
+        if self.unread_losses.is_empty() {
+            return Ok(());
+        }
+        let unread = std::mem::take(&mut self.unread_losses);
+        let values = read_scalars(unread.iter().flat_map(|(_, losses)| losses.0.iter().map(|(_, t)| t)))?;
+        self.loss_reads += 1;
+        let mut values = values.into_iter();
+        for (iteration, losses) in &unread {
+            let named = LossValues(losses.0.iter().map(|(name, _)| *name).zip(values.by_ref()).collect());
+            self.check_finite(*iteration, &named)?;
+            tick.add(&named);
+        }
+        Ok(())
+    }
+
+    /// Counts `losses` of iteration `iteration` (the count after it) towards
+    /// the run of non-finite iterations; fails when the run reaches
+    /// `schedule.max_nonfinite_iters`.
+    fn check_finite(&mut self, iteration: u64, losses: &LossValues) -> Result<()> {
         let Some(name) = losses.first_non_finite() else {
             self.state.nonfinite_streak = 0;
             return Ok(());
         };
         self.state.nonfinite_streak += 1;
-        tracing::warn!(iteration = self.state.iteration, ?losses, "non-finite loss; update skipped");
+        tracing::warn!(iteration, ?losses, "non-finite loss; update skipped");
         if self.state.nonfinite_streak >= self.schedule.max_nonfinite_iters.max(1) {
             return Err(Error::NonFinite {
                 what: loss_label(name),
-                iteration: self.state.iteration,
+                iteration,
                 detail: format!(
                     "{} iterations in a row; the snapshots written so far are intact; \
                      lower the learning rates or raise schedule.max_nonfinite_iters",
@@ -415,6 +473,9 @@ impl Runner {
     /// of samples from fixed latents (`samples.png`). Returns its path, or
     /// `None` on ranks other than 0, which write nothing.
     pub fn snapshot(&mut self, run: &RunDir) -> Result<Option<PathBuf>> {
+        for optimizer in self.optimizers.values_mut() {
+            optimizer.settle()?;
+        }
         self.state.optimizer_steps = self.optimizers.iter().map(|(name, adam)| (name.clone(), adam.steps())).collect();
         self.state.world_size = self.world_size();
         if !self.is_writer() {

@@ -4,7 +4,7 @@ use std::time::Instant;
 
 use tch::Device;
 
-use crate::step::Losses;
+use crate::step::LossValues;
 
 /// Sums over one tick for its `stats.jsonl` line.
 pub struct TickStats {
@@ -21,7 +21,7 @@ impl TickStats {
     }
 
     /// Adds an iteration's losses; iterations with a non-finite loss are left out.
-    pub fn add(&mut self, losses: &Losses) {
+    pub fn add(&mut self, losses: &LossValues) {
         if losses.first_non_finite().is_some() {
             return;
         }
@@ -32,6 +32,11 @@ impl TickStats {
             }
         }
         self.count += 1;
+    }
+
+    /// The names of the losses added so far, in their order.
+    pub fn names(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.sums.iter().map(|(name, _)| *name)
     }
 
     /// Mean of loss `name` over the tick, if any iteration was finite.
@@ -126,9 +131,9 @@ mod tests {
     #[test]
     fn means_skip_non_finite_iterations_and_name_each_loss() {
         let mut tick = TickStats::new(0);
-        tick.add(&Losses(vec![("fake_score", 1.0), ("generator", -2.0)]));
-        tick.add(&Losses(vec![("fake_score", f64::NAN), ("generator", 5.0)]));
-        tick.add(&Losses(vec![("fake_score", 3.0), ("generator", 0.0)]));
+        tick.add(&LossValues(vec![("fake_score", 1.0), ("generator", -2.0)]));
+        tick.add(&LossValues(vec![("fake_score", f64::NAN), ("generator", 5.0)]));
+        tick.add(&LossValues(vec![("fake_score", 3.0), ("generator", 0.0)]));
         assert_eq!(tick.mean("fake_score"), Some(2.0));
         assert_eq!(tick.mean("generator"), Some(-1.0));
         let line = tick.line(0, 3, 300, 1.0, Device::Cpu);

@@ -38,13 +38,43 @@ pub struct Part<'a> {
     pub role: PartRole,
 }
 
-/// Named loss values of one iteration, in the step's order (`fake_score`,
-/// `generator`); `stats.jsonl` reports each as `loss_<name>`. Name a loss
-/// after the part it trains, so messages can point at `optim.<name>`.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Losses(pub Vec<(&'static str, f64)>);
+/// Named losses of one iteration, in the step's order (`fake_score`,
+/// `generator`): detached scalars on the step's device, which the runner
+/// reads at ticks rather than after every update (a read waits for the
+/// device). `stats.jsonl` reports each as `loss_<name>`. Name a loss after
+/// the part it trains, so messages can point at `optim.<name>`.
+#[derive(Debug, Default)]
+pub struct Losses(pub Vec<(&'static str, Tensor)>);
 
 impl Losses {
+    /// The values on the host: one read for all of them.
+    pub fn values(&self) -> Result<LossValues> {
+        let values = read_scalars(self.0.iter().map(|(_, t)| t))?;
+        Ok(LossValues(self.0.iter().map(|(name, _)| *name).zip(values).collect()))
+    }
+}
+
+/// Reads scalar tensors (any device, any floating dtype) into float64 on
+/// the host in one transfer: one wait for the device however many there are.
+pub fn read_scalars<'t>(scalars: impl IntoIterator<Item = &'t Tensor>) -> Result<Vec<f64>> {
+    let flat = scalars
+        .into_iter()
+        .map(|t| t.f_reshape([1]).and_then(|t| t.f_to_kind(tch::Kind::Double)))
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .ctx("read losses")?;
+    if flat.is_empty() {
+        return Ok(Vec::new());
+    }
+    let all = Tensor::f_cat(&flat, 0).and_then(|t| t.f_to_device(Device::Cpu)).ctx("read losses")?;
+    Vec::<f64>::try_from(&all)
+        .map_err(|e| Error::Plugin { plugin: "training step".into(), message: format!("read losses: {e}") })
+}
+
+/// Named loss values of one iteration, read from the device ([`Losses::values`]).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LossValues(pub Vec<(&'static str, f64)>);
+
+impl LossValues {
     /// The first non-finite loss, if any.
     pub fn first_non_finite(&self) -> Option<&'static str> {
         self.0.iter().find(|(_, value)| !value.is_finite()).map(|(name, _)| *name)
@@ -154,29 +184,27 @@ impl<'a> StepContext<'a> {
     /// Backpropagates the scalar `loss` into part `part`'s trainable
     /// variables and applies one optimiser update at its scheduled learning
     /// rate; a non-finite loss skips the update unless the part's optimiser
-    /// says `nonfinite: "clamp"`. Returns the loss value.
-    pub fn update(&mut self, part: &str, loss: &Tensor) -> Result<f64> {
-        let optimizer = self.optimizers.get_mut(part).ok_or_else(|| Error::Plugin {
-            plugin: "training step".into(),
-            message: format!("updates part `{part}`, which it did not declare as trained"),
-        })?;
-        let value = loss.f_double_value(&[]).ctx("read loss")?;
-        let lr = optimizer.config().learning_rate(optimizer.steps(), self.global_batch_size);
-        let _backward_outside_autocast = suspend_autocast(self.device)?;
-        let value = match self.group {
+    /// says `nonfinite: "clamp"`. Returns the loss, detached, on the device:
+    /// nothing is read back unless the optimiser must decide a skip on the
+    /// host (see [`Adam::step`]) or the update is data-parallel.
+    pub fn update(&mut self, part: &str, loss: &Tensor) -> Result<Tensor> {
+        let (batch, device, group) = (self.global_batch_size, self.device, self.group);
+        let optimizer = self.optimizer(part)?;
+        let _backward_outside_autocast = suspend_autocast(device)?;
+        let value = match group {
             None => {
-                optimizer.update(loss, value, lr)?;
-                value
+                optimizer.update(loss, batch)?;
+                loss.f_detach().ctx("loss")?
             }
             Some(group) => {
                 // Every rank must join the collective, so each backpropagates its
                 // share before anyone knows whether the global loss is finite.
                 optimizer.zero_grad();
                 optimizer.backward(loss)?;
-                let mut values = [value];
+                let mut values = [loss.f_double_value(&[]).ctx("read loss")?];
                 group.average(&optimizer.gradients()?, &mut values)?;
-                apply_or_skip(optimizer, values[0], lr)?;
-                values[0]
+                apply_or_skip(optimizer, values[0], batch)?;
+                host_scalar(values[0], device)?
             }
         };
         self.record_peak(part);
@@ -188,38 +216,62 @@ impl<'a> StepContext<'a> {
     /// of round `i`, already divided by the number of rounds; each is
     /// backpropagated before the next is computed, so only one round's
     /// activations are alive at a time. A non-finite round skips the update
-    /// unless the optimiser says `nonfinite: "clamp"`. Returns the summed loss.
+    /// unless the optimiser says `nonfinite: "clamp"`. Returns the summed
+    /// loss, detached, on the device.
     pub fn update_in_rounds(
         &mut self,
         part: &str,
         rounds: usize,
         mut round: impl FnMut(usize) -> Result<Tensor>,
-    ) -> Result<f64> {
-        let optimizer = self.optimizers.get_mut(part).ok_or_else(|| Error::Plugin {
-            plugin: "training step".into(),
-            message: format!("updates part `{part}`, which it did not declare as trained"),
-        })?;
+    ) -> Result<Tensor> {
+        let (batch, device, group) = (self.global_batch_size, self.device, self.group);
+        let optimizer = self.optimizer(part)?;
         optimizer.zero_grad();
-        let mut total = 0.0;
+        let mut total: Option<Tensor> = None;
         for i in 0..rounds {
             let loss = round(i)?;
-            let value = loss.f_double_value(&[]).ctx("read loss")?;
-            total += value;
-            if value.is_finite() || optimizer.config().nonfinite == NonFinite::Clamp {
-                let _backward_outside_autocast = suspend_autocast(self.device)?;
-                optimizer.backward(&loss)?;
+            let detached = loss.f_detach().ctx("loss")?;
+            total = Some(match total {
+                None => detached,
+                Some(sum) => sum.f_add(&detached).ctx("sum losses")?,
+            });
+            // A non-finite round's gradients are zeroed and the update skipped
+            // (or, clamped, applied), so every round is backpropagated.
+            let _backward_outside_autocast = suspend_autocast(device)?;
+            optimizer.backward(&loss)?;
+        }
+        let total = match total {
+            Some(total) => total,
+            None => Tensor::f_zeros([], (tch::Kind::Float, device)).ctx("loss")?,
+        };
+        let total = match group {
+            None => {
+                optimizer.step(&total, batch)?;
+                total
             }
-        }
-        if let Some(group) = self.group {
-            let mut values = [total];
-            group.average(&optimizer.gradients()?, &mut values)?;
-            total = values[0];
-        }
-        let lr = optimizer.config().learning_rate(optimizer.steps(), self.global_batch_size);
-        apply_or_skip(optimizer, total, lr)?;
+            Some(group) => {
+                let mut values = [total.f_double_value(&[]).ctx("read loss")?];
+                group.average(&optimizer.gradients()?, &mut values)?;
+                apply_or_skip(optimizer, values[0], batch)?;
+                host_scalar(values[0], device)?
+            }
+        };
         self.record_peak(part);
         Ok(total)
     }
+
+    /// The optimiser of part `part`, which the step must have declared trained.
+    fn optimizer(&mut self, part: &str) -> Result<&mut Adam> {
+        self.optimizers.get_mut(part).ok_or_else(|| Error::Plugin {
+            plugin: "training step".into(),
+            message: format!("updates part `{part}`, which it did not declare as trained"),
+        })
+    }
+}
+
+/// `value` as a scalar tensor on `device`.
+fn host_scalar(value: f64, device: Device) -> Result<Tensor> {
+    Tensor::from(value).f_to_device(device).ctx("loss")
 }
 
 /// Autocast off until dropped, when a region is on: PyTorch advises running
@@ -233,10 +285,13 @@ fn suspend_autocast(device: Device) -> Result<Option<AutocastGuard>> {
     AutocastGuard::suspend(device).map(Some).map_err(autocast_error)
 }
 
-/// Applies the accumulated gradients unless the loss `value` is not finite
-/// and the optimiser skips such updates.
-fn apply_or_skip(optimizer: &mut Adam, value: f64, lr: f64) -> Result<()> {
+/// Applies the accumulated gradients at the scheduled learning rate unless
+/// the loss `value` (known on the host) is not finite and the optimiser
+/// skips such updates.
+fn apply_or_skip(optimizer: &mut Adam, value: f64, batch: i64) -> Result<()> {
     if value.is_finite() || optimizer.config().nonfinite == NonFinite::Clamp {
+        optimizer.settle()?;
+        let lr = optimizer.config().learning_rate(optimizer.steps(), batch);
         optimizer.apply(lr)
     } else {
         optimizer.skip();

@@ -355,7 +355,7 @@ impl DiffInstructStep {
 
     /// Step 1: EDM's denoising loss of the fake score on detached generator
     /// samples (augmented when configured).
-    fn fake_score_update(&mut self, ctx: &mut StepContext<'_>) -> Result<f64> {
+    fn fake_score_update(&mut self, ctx: &mut StepContext<'_>) -> Result<Tensor> {
         if self.fake_samples_in_eval_mode {
             self.generator.set_train(false);
         }
@@ -372,7 +372,7 @@ impl DiffInstructStep {
     }
 
     /// Step 2: the divergence's generator loss, the fake score frozen.
-    fn generator_update(&mut self, ctx: &mut StepContext<'_>) -> Result<f64> {
+    fn generator_update(&mut self, ctx: &mut StepContext<'_>) -> Result<Tensor> {
         self.generator.set_train(true);
         let train = self.generator_loss_mode == NetworkMode::Train;
         self.teacher.set_train(train);
@@ -422,9 +422,12 @@ impl Step for DiffInstructStep {
 
     fn iteration(&mut self, ctx: &mut StepContext<'_>) -> Result<Losses> {
         let updates = self.fake_updates_per_iter;
-        let mut fake_score = 0.0;
+        // The mean in float64, on the device (read at the tick).
+        let mut fake_score = Tensor::f_zeros([], (Kind::Double, ctx.device)).ctx("fake-score loss")?;
         for _ in 0..updates {
-            fake_score += self.fake_score_update(ctx)? / updates as f64;
+            let loss = self.fake_score_update(ctx)?;
+            let share = loss.f_to_kind(Kind::Double).and_then(|l| l.f_div_scalar(updates as f64));
+            fake_score = share.and_then(|share| fake_score.f_add(&share)).ctx("fake-score loss")?;
         }
         let generator = self.generator_update(ctx)?;
         Ok(Losses(vec![("fake_score", fake_score), ("generator", generator)]))

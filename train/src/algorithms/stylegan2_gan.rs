@@ -260,7 +260,7 @@ impl GanStep {
     }
 
     /// `Gmain`: the generator makes the discriminator call its images real.
-    fn generator_phase(&mut self, draws: &Draws, ctx: &mut StepContext<'_>) -> Result<f64> {
+    fn generator_phase(&mut self, draws: &Draws, ctx: &mut StepContext<'_>) -> Result<Tensor> {
         let (images, c) = self.generate(draws, 0)?;
         self.discriminator.var_store_mut().freeze();
         let loss = self.discriminator.forward(&images, c.as_ref()).and_then(|logits| {
@@ -272,7 +272,7 @@ impl GanStep {
     }
 
     /// `Dmain`: the discriminator tells generated images from real ones.
-    fn discriminator_phase(&mut self, draws: &Draws, ctx: &mut StepContext<'_>) -> Result<f64> {
+    fn discriminator_phase(&mut self, draws: &Draws, ctx: &mut StepContext<'_>) -> Result<Tensor> {
         let (images, c) = tch::no_grad(|| self.generate(draws, 1))?;
         let fake_logits = self.discriminator.forward(&images, c.as_ref())?;
         let real_logits = self.discriminator.forward(&draws.real, draws.real_c.as_ref())?;
@@ -282,8 +282,9 @@ impl GanStep {
     }
 
     /// `Dreg`: R1, `γ/2 ‖∇ₓ D(x, c)‖²` on the real images, times the
-    /// interval (the reference's `gain`). Returns the mean penalty ‖∇ₓD‖².
-    fn r1_phase(&mut self, draws: &Draws, ctx: &mut StepContext<'_>) -> Result<f64> {
+    /// interval (the reference's `gain`). Returns the mean penalty ‖∇ₓD‖²,
+    /// detached, on the device.
+    fn r1_phase(&mut self, draws: &Draws, ctx: &mut StepContext<'_>) -> Result<Tensor> {
         let real = draws.real.f_detach().ctx("r1")?.set_requires_grad(true);
         let logits = self.discriminator.forward(&real, draws.real_c.as_ref())?;
         let sum = logits.f_sum(Kind::Float).ctx("r1")?;
@@ -292,8 +293,8 @@ impl GanStep {
             grads[0].f_square().ctx("r1")?.f_sum_dim_intlist(&[1i64, 2, 3][..], false, Kind::Float).ctx("r1")?;
         let penalty_mean = penalty.f_mean(Kind::Float).ctx("r1")?;
         let loss = &penalty_mean * (self.r1_gamma / 2.0 * self.d_reg_interval as f64);
-        ctx.update("discriminator", &loss)?;
-        penalty_mean.f_double_value(&[]).ctx("r1")
+        let _regularisation_loss = ctx.update("discriminator", &loss)?;
+        penalty_mean.f_detach().ctx("r1")
     }
 }
 
@@ -316,7 +317,11 @@ impl Step for GanStep {
         let discriminator = self.discriminator_phase(&draws, ctx)?;
         if self.r1_gamma > 0.0 && ctx.iteration.is_multiple_of(self.d_reg_interval) {
             let penalty = self.r1_phase(&draws, ctx)?;
-            tracing::debug!(iteration = ctx.iteration, penalty, "R1");
+            // Reading it waits for the device: only when someone listens.
+            if tracing::enabled!(tracing::Level::DEBUG) {
+                let penalty = penalty.f_double_value(&[]).ctx("r1")?;
+                tracing::debug!(iteration = ctx.iteration, penalty, "R1");
+            }
         }
         Ok(Losses(vec![("generator", generator), ("discriminator", discriminator)]))
     }
