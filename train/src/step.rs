@@ -55,17 +55,19 @@ impl Losses {
 }
 
 /// Reads scalar tensors (any device, any floating dtype) into float64 on
-/// the host in one transfer: one wait for the device however many there are.
+/// the host: those on an accelerator in one transfer (one wait for the
+/// device however many there are), those on the CPU one by one (no copies).
 pub fn read_scalars<'t>(scalars: impl IntoIterator<Item = &'t Tensor>) -> Result<Vec<f64>> {
+    let scalars: Vec<&Tensor> = scalars.into_iter().collect();
+    if scalars.iter().all(|t| t.device() == Device::Cpu) {
+        return scalars.iter().map(|t| t.f_double_value(&[]).ctx("read loss")).collect();
+    }
     let flat = scalars
-        .into_iter()
-        .map(|t| t.f_reshape([1]).and_then(|t| t.f_to_kind(tch::Kind::Double)))
+        .iter()
+        .map(|t| t.f_reshape([1]).and_then(|t| t.f_to_kind(tch::Kind::Double)).and_then(|t| t.f_to_device(Device::Cpu)))
         .collect::<std::result::Result<Vec<_>, _>>()
         .ctx("read losses")?;
-    if flat.is_empty() {
-        return Ok(Vec::new());
-    }
-    let all = Tensor::f_cat(&flat, 0).and_then(|t| t.f_to_device(Device::Cpu)).ctx("read losses")?;
+    let all = Tensor::f_cat(&flat, 0).ctx("read losses")?;
     Vec::<f64>::try_from(&all)
         .map_err(|e| Error::Plugin { plugin: "training step".into(), message: format!("read losses: {e}") })
 }

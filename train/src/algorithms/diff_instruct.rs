@@ -422,12 +422,15 @@ impl Step for DiffInstructStep {
 
     fn iteration(&mut self, ctx: &mut StepContext<'_>) -> Result<Losses> {
         let updates = self.fake_updates_per_iter;
-        // The mean in float64, on the device (read at the tick).
-        let mut fake_score = Tensor::f_zeros([], (Kind::Double, ctx.device)).ctx("fake-score loss")?;
-        for _ in 0..updates {
-            let loss = self.fake_score_update(ctx)?;
-            let share = loss.f_to_kind(Kind::Double).and_then(|l| l.f_div_scalar(updates as f64));
-            fake_score = share.and_then(|share| fake_score.f_add(&share)).ctx("fake-score loss")?;
+        let mut fake_score = self.fake_score_update(ctx)?;
+        if updates > 1 {
+            // The mean in float64, on the device (read at the tick).
+            fake_score = fake_score.f_to_kind(Kind::Double).ctx("fake-score loss")?;
+            for _ in 1..updates {
+                let loss = self.fake_score_update(ctx)?.f_to_kind(Kind::Double).ctx("fake-score loss")?;
+                fake_score = fake_score.f_add(&loss).ctx("fake-score loss")?;
+            }
+            fake_score = fake_score.f_div_scalar(updates as f64).ctx("fake-score loss")?;
         }
         let generator = self.generator_update(ctx)?;
         Ok(Losses(vec![("fake_score", fake_score), ("generator", generator)]))
