@@ -603,6 +603,14 @@ def load_weights(module, tensors, prefix, what):
 # ---------------------------------------------------------------- building from the spec
 
 
+def autocast_dtype(cfg):
+    """The dtype of difi's `autocast` run setting, or None when it is off."""
+    setting = cfg.get("autocast", "none")
+    if setting not in ("none", "bf16", "fp16"):
+        raise SystemExit(f"autocast `{setting}` is not supported by this script (none, bf16, fp16)")
+    return {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[setting]
+
+
 def resolve_device(spec_device):
     if spec_device in (None, "auto"):
         return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
@@ -717,6 +725,10 @@ class DiffInstruct:
         self.ema_params = list(self.generator_ema.parameters())
         self.live_params = list(self.generator.parameters())
         self.nimg = 0
+        # difi's `autocast`: the whole step in an autocast region, each backward
+        # pass and optimiser step outside it (the cached casts dropped after
+        # each step), the EMA after it.
+        self.autocast = autocast_dtype(cfg)
 
     def _batch(self):
         n = self.batch
@@ -736,17 +748,20 @@ class DiffInstruct:
             value = loss.item()
             if not math.isfinite(value):
                 return value
-        opt.zero_grad(set_to_none=False)
-        (loss * o.get("loss_scale", 1.0)).backward()
-        big = 1e5 if o.get("nonfinite") == "clamp" else 0.0
-        for p in params:
-            if p.grad is not None:
-                p.grad.nan_to_num_(nan=0.0, posinf=big, neginf=-big)
-        warmup = o.get("warmup_kimg", 0.0)
-        lr = o["lr"] if warmup <= 0 else o["lr"] * min(self.steps[name] * self.batch / 1000 / warmup, 1.0)
-        for group in opt.param_groups:
-            group["lr"] = lr
-        opt.step()
+        with torch.autocast(self.device.type, enabled=False):
+            opt.zero_grad(set_to_none=False)
+            (loss * o.get("loss_scale", 1.0)).backward()
+            big = 1e5 if o.get("nonfinite") == "clamp" else 0.0
+            for p in params:
+                if p.grad is not None:
+                    p.grad.nan_to_num_(nan=0.0, posinf=big, neginf=-big)
+            warmup = o.get("warmup_kimg", 0.0)
+            lr = o["lr"] if warmup <= 0 else o["lr"] * min(self.steps[name] * self.batch / 1000 / warmup, 1.0)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            opt.step()
+            # As difi: the region's cached casts are of the old weights.
+            torch.clear_autocast_cache()
         self.steps[name] += 1
         return value
 
@@ -806,9 +821,10 @@ class DiffInstruct:
 
     def iteration(self):
         k = self.cfg.get("fake_updates_per_iter", 1)
-        for _ in range(k):
-            self.fake_score_update()
-        self.generator_update()
+        with torch.autocast(self.device.type, dtype=self.autocast, enabled=self.autocast is not None):
+            for _ in range(k):
+                self.fake_score_update()
+            self.generator_update()
         beta = ema_beta(self.cfg["schedule"], self.nimg, self.batch)
         with torch.no_grad():
             torch._foreach_lerp_(self.ema_params, self.live_params, 1.0 - beta)
@@ -886,13 +902,12 @@ class TeacherTraining:
         unsupported = []
         if cfg.get("augment"):
             unsupported.append("augment (EDM's augmentation pipeline)")
-        if cfg.get("autocast", "none") != "none":
-            unsupported.append("autocast")
         if (cfg["network"].get("plugin")) != "edm":
             unsupported.append(f"network plugin `{cfg['network'].get('plugin')}` (only edm)")
         if unsupported:
             raise SystemExit(f"not supported by this script: {', '.join(unsupported)}")
         self.net = build_edm(cfg["network"].get("params") or {}, spec["base_dir"], device, "network")
+        self.autocast = autocast_dtype(cfg)
         self.ema = copy_of(self.net)
         checkpoint_roles(cfg, {"network": self.net})
         for p in self.ema.parameters():
@@ -959,7 +974,9 @@ class TeacherTraining:
         self.opt.zero_grad(set_to_none=False)
         total = 0.0
         for _ in range(self.rounds):
-            loss = self._round_loss() / self.rounds
+            # difi's `autocast`: each round's forward in the region, its backward outside.
+            with torch.autocast(self.device.type, dtype=self.autocast, enabled=self.autocast is not None):
+                loss = self._round_loss() / self.rounds
             value = loss.item()
             total += value
             if math.isfinite(value) or clamp:

@@ -70,4 +70,11 @@ int difi_ext_autocast_exit(int device_code, bool was_enabled, int was_dtype_code
       error, error_len);
 }
 
+// Drops the region's cached casts of weights (PyTorch drops them only when
+// the outermost region ends): after an optimiser step changes the weights in
+// place, the next forward in the same region must cast them afresh.
+int difi_ext_autocast_clear_cache(char* error, std::size_t error_len) noexcept {
+  return difi_ext::guarded([&] { at::autocast::clear_cache(); }, error, error_len);
+}
+
 }  // extern "C"

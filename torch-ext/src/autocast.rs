@@ -26,6 +26,7 @@ unsafe extern "C" {
         error: *mut c_char,
         len: usize,
     ) -> c_int;
+    fn difi_ext_autocast_clear_cache(error: *mut c_char, len: usize) -> c_int;
 }
 
 fn device_code(device: Device) -> c_int {
@@ -54,6 +55,17 @@ pub fn state(device: Device) -> Result<(bool, Option<Kind>), Error> {
         _ => None,
     };
     Ok((enabled, kind))
+}
+
+/// Forgets the casts of weights that autocast cached on this thread. A
+/// region keeps the lower-precision copy of each weight it cast (a leaf
+/// that requires grad) until the outermost region ends, so when weights
+/// change in place inside one region (an optimiser step between two
+/// forward passes), call this before the next forward, or it would run on
+/// the copy of the old weights.
+pub fn clear_cache() -> Result<(), Error> {
+    // SAFETY: no arguments besides the buffer from `checked`.
+    checked("autocast_clear_cache", |error, len| unsafe { difi_ext_autocast_clear_cache(error, len) })
 }
 
 /// An autocast region on this thread; leaving it (dropping the guard)
@@ -107,6 +119,26 @@ mod tests {
     use tch::Tensor;
 
     use super::*;
+
+    #[test]
+    fn a_weight_changed_in_place_is_cast_afresh_only_after_the_cache_is_cleared() {
+        let _rng = crate::TEST_RNG.lock().unwrap_or_else(|e| e.into_inner());
+        let x = Tensor::randn([2, 8], (Kind::Float, Device::Cpu));
+        let weight = Tensor::randn([8, 3], (Kind::Float, Device::Cpu)).set_requires_grad(true);
+        let _autocast = AutocastGuard::enable(Device::Cpu, Kind::BFloat16).expect("enter");
+        let before = x.matmul(&weight);
+        tch::no_grad(|| {
+            let mut w = weight.shallow_clone();
+            let _ = w.g_add_scalar_(1.0);
+        });
+        let stale = x.matmul(&weight);
+        assert!(stale.equal(&before), "libtorch reuses the cached cast within a region");
+        clear_cache().unwrap();
+        let fresh = x.matmul(&weight);
+        assert!(!fresh.equal(&before), "after clearing, the new weights are cast");
+        let expected = x.to_kind(Kind::BFloat16).matmul(&weight.detach().to_kind(Kind::BFloat16));
+        assert!(fresh.equal(&expected));
+    }
 
     #[test]
     fn matrix_products_run_in_bfloat16_inside_the_region_only() {

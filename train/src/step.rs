@@ -192,7 +192,7 @@ impl<'a> StepContext<'a> {
     pub fn update(&mut self, part: &str, loss: &Tensor) -> Result<Tensor> {
         let (batch, device, group) = (self.global_batch_size, self.device, self.group);
         let optimizer = self.optimizer(part)?;
-        let _backward_outside_autocast = suspend_autocast(device)?;
+        let backward_outside_autocast = suspend_autocast(device)?;
         let value = match group {
             None => {
                 optimizer.update(loss, batch)?;
@@ -209,6 +209,9 @@ impl<'a> StepContext<'a> {
                 host_scalar(values[0], device)?
             }
         };
+        if backward_outside_autocast.is_some() {
+            forget_cached_casts()?;
+        }
         self.record_peak(part);
         Ok(value)
     }
@@ -227,6 +230,7 @@ impl<'a> StepContext<'a> {
         mut round: impl FnMut(usize) -> Result<Tensor>,
     ) -> Result<Tensor> {
         let (batch, device, group) = (self.global_batch_size, self.device, self.group);
+        let in_autocast = autocast_enabled(device)?;
         let optimizer = self.optimizer(part)?;
         optimizer.zero_grad();
         let mut total: Option<Tensor> = None;
@@ -258,6 +262,9 @@ impl<'a> StepContext<'a> {
                 host_scalar(values[0], device)?
             }
         };
+        if in_autocast {
+            forget_cached_casts()?;
+        }
         self.record_peak(part);
         Ok(total)
     }
@@ -276,15 +283,30 @@ fn host_scalar(value: f64, device: Device) -> Result<Tensor> {
     Tensor::from(value).f_to_device(device).ctx("loss")
 }
 
+fn autocast_error(e: difi_torch_ext::Error) -> Error {
+    Error::Plugin { plugin: "autocast".into(), message: e.to_string() }
+}
+
+/// Whether an autocast region is on for `device`'s type.
+fn autocast_enabled(device: Device) -> Result<bool> {
+    Ok(difi_torch_ext::autocast::state(device).map_err(autocast_error)?.0)
+}
+
 /// Autocast off until dropped, when a region is on: PyTorch advises running
 /// backward passes outside autocast (they take the forward ops' dtypes anyway).
 fn suspend_autocast(device: Device) -> Result<Option<AutocastGuard>> {
-    let autocast_error = |e: difi_torch_ext::Error| Error::Plugin { plugin: "autocast".into(), message: e.to_string() };
-    let (enabled, _) = difi_torch_ext::autocast::state(device).map_err(autocast_error)?;
-    if !enabled {
+    if !autocast_enabled(device)? {
         return Ok(None);
     }
     AutocastGuard::suspend(device).map(Some).map_err(autocast_error)
+}
+
+/// After an update inside an autocast region: the region's cached
+/// lower-precision copies of weights are of the weights before the step,
+/// and the step's next forward pass (a second fake-score update, the GAN's
+/// R1 pass) must not run on them.
+fn forget_cached_casts() -> Result<()> {
+    difi_torch_ext::autocast::clear_cache().map_err(autocast_error)
 }
 
 /// Applies the accumulated gradients at the scheduled learning rate unless
@@ -298,5 +320,36 @@ fn apply_or_skip(optimizer: &mut Adam, value: f64, batch: i64) -> Result<()> {
     } else {
         optimizer.skip();
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tch::nn::VarStore;
+    use tch::{Kind, Tensor};
+
+    use super::*;
+    use crate::optim::AdamConfig;
+
+    #[test]
+    fn the_forward_after_an_update_in_an_autocast_region_uses_the_new_weights() {
+        let _rng = crate::lock_test_rng();
+        tch::manual_seed(5);
+        let vs = VarStore::new(Device::Cpu);
+        let w = vs.root().var("w", &[8, 3], tch::nn::Init::Randn { mean: 0.0, stdev: 1.0 });
+        let variables: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+        let config = AdamConfig { lr: 0.5, betas: (0.9, 0.99), ..Default::default() };
+        let mut optimizers = BTreeMap::from([("p".to_string(), Adam::new(&variables, config).unwrap())]);
+        let x = Tensor::randn([4, 8], (Kind::Float, Device::Cpu));
+        let _autocast = AutocastGuard::enable(Device::Cpu, Kind::BFloat16).unwrap();
+        let mut ctx = StepContext::new(Device::Cpu, 4, 0, &mut optimizers);
+        let before = x.matmul(&w);
+        assert_eq!(before.kind(), Kind::BFloat16);
+        let _loss = ctx.update("p", &before.to_kind(Kind::Float).square().mean(Kind::Float)).unwrap();
+        // Two fake-score updates in one iteration run two forward passes in one region.
+        let after = x.matmul(&w);
+        let expected = x.to_kind(Kind::BFloat16).matmul(&w.detach().to_kind(Kind::BFloat16));
+        assert!(!after.equal(&before), "the update moved the weights");
+        assert!(after.equal(&expected), "the forward ran on the weights before the update");
     }
 }
