@@ -236,7 +236,8 @@ impl<'a> StepContext<'a> {
         let mut total: Option<Tensor> = None;
         for i in 0..rounds {
             let loss = round(i)?;
-            let detached = loss.f_detach().ctx("loss")?;
+            // Summed in float64, as the values were on the host.
+            let detached = loss.f_detach().and_then(|l| l.f_to_kind(tch::Kind::Double)).ctx("loss")?;
             total = Some(match total {
                 None => detached,
                 Some(sum) => sum.f_add(&detached).ctx("sum losses")?,
@@ -248,7 +249,7 @@ impl<'a> StepContext<'a> {
         }
         let total = match total {
             Some(total) => total,
-            None => Tensor::f_zeros([], (tch::Kind::Float, device)).ctx("loss")?,
+            None => Tensor::f_zeros([], (tch::Kind::Double, device)).ctx("loss")?,
         };
         let total = match group {
             None => {
