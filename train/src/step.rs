@@ -251,6 +251,7 @@ impl<'a> StepContext<'a> {
             Some(total) => total,
             None => Tensor::f_zeros([], (tch::Kind::Double, device)).ctx("loss")?,
         };
+        let _step_outside_autocast = suspend_autocast(device)?;
         let total = match group {
             None => {
                 optimizer.step(&total, batch)?;
