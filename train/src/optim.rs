@@ -282,10 +282,7 @@ impl Adam {
             return Ok(());
         }
         let lr = self.config.learning_rate(self.steps, batch);
-        self.steps += 1;
-        let _guard = tch::no_grad_guard();
-        self.apply_per_tensor(&grads, lr)?;
-        self.sync_fused_steps()
+        self.apply_cleaned(&grads, lr)
     }
 
     /// The scheduled learning rate as a tensor on the device, computed from
@@ -340,12 +337,18 @@ impl Adam {
     pub fn apply(&mut self, lr: f64) -> Result<()> {
         self.settle()?;
         let grads = self.clean_gradients()?;
+        self.apply_cleaned(&grads, lr)
+    }
+
+    /// [`apply`](Self::apply) from gradients already cleaned, with the
+    /// counts settled.
+    fn apply_cleaned(&mut self, grads: &[Tensor], lr: f64) -> Result<()> {
         let _guard = tch::no_grad_guard();
         self.steps += 1;
         match &self.fused_steps {
             Some(steps) if grads.iter().all(Tensor::defined) => difi_torch_ext::multi_tensor::fused_adam(
                 &self.param_tensors,
-                &grads,
+                grads,
                 &self.exp_avg,
                 &self.exp_avg_sq,
                 steps,
@@ -356,7 +359,7 @@ impl Adam {
             )
             .map_err(|e| Error::Plugin { plugin: "adam".into(), message: e.to_string() }),
             _ => {
-                self.apply_per_tensor(&grads, lr)?;
+                self.apply_per_tensor(grads, lr)?;
                 self.sync_fused_steps()
             }
         }

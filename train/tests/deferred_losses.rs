@@ -127,11 +127,17 @@ fn final_weights(run: &RunDir) -> Vec<(String, Tensor)> {
     all
 }
 
+/// An empty scratch directory `name` under cargo's test temporary folder.
+fn fresh_scratch(name: &str) -> std::path::PathBuf {
+    let scratch = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&scratch);
+    scratch
+}
+
 #[test]
 fn deferred_reads_train_the_same_run_with_one_read_per_tick() {
     let _rng = RNG.lock().unwrap_or_else(|e| e.into_inner());
-    let scratch = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("difi-deferred-losses");
-    let _ = std::fs::remove_dir_all(&scratch);
+    let scratch = fresh_scratch("difi-deferred-losses");
     let never = AtomicBool::new(false);
     // Per-tensor Adam decides skips on the host; fused Adam on the device.
     for fused in ["false", "true"] {
@@ -159,8 +165,7 @@ fn deferred_reads_train_the_same_run_with_one_read_per_tick() {
 #[test]
 fn a_run_of_non_finite_losses_fails_at_the_same_iteration_and_saves_nothing_after_it() {
     let _rng = RNG.lock().unwrap_or_else(|e| e.into_inner());
-    let scratch = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("difi-deferred-nonfinite");
-    let _ = std::fs::remove_dir_all(&scratch);
+    let scratch = fresh_scratch("difi-deferred-nonfinite");
     let never = AtomicBool::new(false);
     let mut errors = Vec::new();
     for defer in [false, true] {
