@@ -71,4 +71,16 @@ print(f"ticks {len(a)} vs {len(b)}; largest relative loss difference {worst:.3e}
       f"sec/kimg plain {a[-1]['sec_per_kimg']:.4f} nccl {b[-1]['sec_per_kimg']:.4f}; world_size {b[-1].get('world_size')}")
 PY
 
+step "CUDA graphs: capture and replay against eager (tests), then the toy's iteration timed both ways"
+.device/test-torch-ext cuda_graph
+.device/test-cuda-graph
+GRAPH="--set optim.generator.fused=true --set optim.fake_score.fused=true"
+for setting in "device=cpu" "device=cuda" "device=cuda --set cuda_graph=true"; do
+    echo "-- $setting"
+    $D --log error bench configs/toy-gmm.ron $GRAPH --set $setting --iterations 200 --warmup 10 --json | tee -a "$OUT/bench-graph.jsonl"
+done
+step "the whole toy distillation with the graph on CUDA (the CPU takes about 40 s)"
+time $D --log warn distill configs/toy-gmm.ron --outdir "$OUT/toy-graph" --set device=cuda $GRAPH \
+    --set cuda_graph=true && $D evaluate --run "$OUT/toy-graph"
+
 step "done"

@@ -19,6 +19,7 @@ const SOURCES: &[&str] = &[
     "csrc/device_memory.cpp",
     "csrc/distributed.cpp",
     "csrc/distributed_nccl.cpp",
+    "csrc/cuda_graph.cpp",
 ];
 
 fn main() -> Result<(), Box<dyn Error>> {
@@ -54,16 +55,24 @@ fn main() -> Result<(), Box<dyn Error>> {
         .define("USE_C10D_GLOO", None)
         .define("_GLIBCXX_USE_CXX11_ABI", cxx11_abi.as_str())
         .files(SOURCES);
-    match nccl_includes(&lib_dir) {
-        Some(dirs) => {
-            build.define("USE_C10D_NCCL", None).define("USE_CUDA", None).define("DIFI_EXT_NCCL", None);
-            for dir in dirs {
-                build.include(dir);
-            }
-            // ProcessGroupNCCL lives in libtorch_cuda.
+    match cuda_include(&lib_dir) {
+        Some(cuda) => {
+            build.define("DIFI_EXT_CUDA", None).include(cuda);
+            // CUDA graphs and ProcessGroupNCCL live in libtorch_cuda, CUDA
+            // streams and events in libc10_cuda.
             println!("cargo:rustc-link-lib=dylib=torch_cuda");
+            println!("cargo:rustc-link-lib=dylib=c10_cuda");
+            match nccl_include(&lib_dir) {
+                Some(nccl) => {
+                    build.define("USE_C10D_NCCL", None).define("USE_CUDA", None).define("DIFI_EXT_NCCL", None);
+                    build.include(nccl);
+                }
+                None => println!("cargo:warning=no NCCL headers next to libtorch: difi's NCCL backend is left out"),
+            }
         }
-        None => println!("cargo:warning=no CUDA/NCCL headers next to libtorch: difi's NCCL backend is left out"),
+        None => println!(
+            "cargo:warning=no CUDA runtime headers next to libtorch: CUDA graphs and difi's NCCL backend are left out"
+        ),
     }
     build.try_compile("difi_ext")?;
 
@@ -81,21 +90,27 @@ fn main() -> Result<(), Box<dyn Error>> {
     Ok(())
 }
 
-/// The CUDA runtime and NCCL include directories of a pip-installed torch
-/// with CUDA (`site-packages/nvidia/{cu13,nccl}/include` beside
-/// `site-packages/torch/lib`), when it has `libtorch_cuda` and every header
-/// c10d's NCCL header pulls in.
-fn nccl_includes(lib_dir: &std::path::Path) -> Option<Vec<PathBuf>> {
+/// The `site-packages/nvidia` directory beside a pip-installed torch with
+/// CUDA (`site-packages/torch/lib`), when it has `libtorch_cuda`.
+fn nvidia_dir(lib_dir: &std::path::Path) -> Option<PathBuf> {
     if !lib_dir.join("libtorch_cuda.so").exists() {
         return None;
     }
     // `.libtorch` is a link into the virtualenv: look beside its target.
     let lib_dir = lib_dir.canonicalize().ok()?;
-    let nvidia = lib_dir.parent()?.parent()?.join("nvidia");
-    let nccl = nvidia.join("nccl/include");
-    if !nccl.join("nccl.h").exists() {
-        return None;
-    }
+    Some(lib_dir.parent()?.parent()?.join("nvidia"))
+}
+
+/// NCCL's include directory (`nvidia/nccl/include`), for c10d's NCCL header.
+fn nccl_include(lib_dir: &std::path::Path) -> Option<PathBuf> {
+    let nccl = nvidia_dir(lib_dir)?.join("nccl/include");
+    nccl.join("nccl.h").exists().then_some(nccl)
+}
+
+/// The CUDA runtime's include directory (`nvidia/cu13/include`), when it
+/// has every header libtorch's CUDA headers pull in.
+fn cuda_include(lib_dir: &std::path::Path) -> Option<PathBuf> {
+    let nvidia = nvidia_dir(lib_dir)?;
     let cuda = std::fs::read_dir(&nvidia)
         .ok()?
         .filter_map(|entry| entry.ok().map(|e| e.path().join("include")))
@@ -104,7 +119,7 @@ fn nccl_includes(lib_dir: &std::path::Path) -> Option<Vec<PathBuf>> {
     if !cuda.join("crt/host_config.h").exists() || !cuda.join("nv/target").exists() {
         return None;
     }
-    Some(vec![cuda, nccl])
+    Some(cuda)
 }
 
 /// The libtorch library directory: the one torch-sys reports to dependents

@@ -63,6 +63,15 @@ pub trait ScoreModel {
     /// Switches dropout and similar train-only behaviour on or off.
     fn set_train(&mut self, _train: bool) {}
 
+    /// Whether [`denoise`](Self::denoise), as the model is set now, draws
+    /// from libtorch's generator (dropout in train mode). Callers that give
+    /// two models the same random stream (the divergences' shared dropout
+    /// masks) reseed only when one of them draws; a CUDA graph cannot hold
+    /// a reseed. The default, yes, is always safe.
+    fn draws_random_numbers(&self) -> bool {
+        true
+    }
+
     /// Recompute activations in backward instead of keeping them (less
     /// memory for one more forward pass per backward). Returns whether the
     /// model can; the default cannot.
@@ -151,6 +160,13 @@ pub trait Divergence {
     /// where the generator loss queries it.
     fn fake_score_sigma(&self, _n: i64, _like: &Tensor, _sigma_data: f64) -> Result<Option<Tensor>> {
         Ok(None)
+    }
+
+    /// Whether the loss may be captured in a CUDA graph: device work only,
+    /// nothing read back or copied from the host, no reseeding when the
+    /// denoisers draw nothing. The default, no, is always safe.
+    fn capturable(&self) -> bool {
+        false
     }
 }
 

@@ -85,6 +85,11 @@ impl Dmd {
 }
 
 impl Divergence for Dmd {
+    /// Device work only; the shared dropout masks reseed only for denoisers that draw.
+    fn capturable(&self) -> bool {
+        true
+    }
+
     fn generator_loss(
         &self,
         x_g: &Tensor,

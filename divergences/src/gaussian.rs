@@ -38,6 +38,10 @@ impl ScoreModel for Gaussian {
         vec![self.dim]
     }
 
+    fn draws_random_numbers(&self) -> bool {
+        false
+    }
+
     fn var_store(&self) -> Option<&tch::nn::VarStore> {
         None
     }

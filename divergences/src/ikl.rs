@@ -65,6 +65,11 @@ impl Ikl {
 }
 
 impl Divergence for Ikl {
+    /// Device work only; the shared dropout masks reseed only for denoisers that draw.
+    fn capturable(&self) -> bool {
+        true
+    }
+
     fn generator_loss(
         &self,
         x_g: &Tensor,

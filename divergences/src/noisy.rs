@@ -133,7 +133,14 @@ pub struct NoisyEvaluation {
 /// Both denoisers see the same random stream (libtorch's generator is
 /// reseeded identically before each), so networks run in train mode get the
 /// same dropout masks, as Diff-Instruct's reference arranges by restoring
-/// the RNG state between its two calls.
+/// the RNG state between its two calls. Denoisers that draw nothing
+/// ([`ScoreModel::draws_random_numbers`]) are not reseeded for: no
+/// divergence draws after this, so that changes no result, and it keeps
+/// the evaluation free of host-chosen seeds, which a CUDA graph of the
+/// iteration could not replay. The reseed does change what is drawn after
+/// it, so a caller drawing after this within one iteration would get
+/// results that depend on the denoisers' dropout: keep evaluations last
+/// (the generator update ends every step's iteration).
 pub fn evaluate_noisy(
     x: &Tensor,
     labels: Option<&Tensor>,
@@ -146,7 +153,13 @@ pub fn evaluate_noisy(
     let sigma = noise.sample(n, x, teacher.sigma_data(), scale == SigmaScale::Teacher)?;
     let sigma_b = broadcast_per_sample(&sigma, x.dim())?;
     let x_t = x + shard::randn_like(x)? * &sigma_b;
+    // Drawn either way, so the CPU generator's stream does not depend on the models.
     let stream = Tensor::f_randint(i64::MAX, [1], (Kind::Int64, Device::Cpu)).ctx("dropout stream")?.int64_value(&[0]);
+    if !(teacher.draws_random_numbers() || fake.draws_random_numbers()) {
+        let d_real = teacher.denoise(&x_t, &sigma, labels)?;
+        let d_fake = fake.denoise(&x_t, &sigma, labels)?;
+        return Ok(NoisyEvaluation { sigma, sigma_b, x_t, d_real, d_fake });
+    }
     // Dropout masks differ by rank (they cannot be sliced from a global draw).
     let dropout_seed = shard::per_rank_seed(stream);
     tch::manual_seed(dropout_seed);
@@ -174,6 +187,62 @@ pub fn per_sample_mean_abs(values: &Tensor, floor: f64) -> Result<Tensor> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::gaussian::Gaussian;
+    use difi_core::traits::Divergence;
+
+    /// A [`Gaussian`] that says it draws random numbers (it does not), so
+    /// evaluations take the reseeding path.
+    struct SaysItDraws(Gaussian);
+
+    impl ScoreModel for SaysItDraws {
+        fn denoise(&self, x: &Tensor, sigma: &Tensor, labels: Option<&Tensor>) -> Result<Tensor> {
+            self.0.denoise(x, sigma, labels)
+        }
+        fn sigma_data(&self) -> f64 {
+            self.0.sigma_data()
+        }
+        fn sample_shape(&self) -> Vec<i64> {
+            self.0.sample_shape()
+        }
+        fn var_store(&self) -> Option<&tch::nn::VarStore> {
+            None
+        }
+        fn var_store_mut(&mut self) -> Option<&mut tch::nn::VarStore> {
+            None
+        }
+    }
+
+    #[test]
+    fn skipping_the_reseed_for_models_that_draw_nothing_changes_no_divergence() {
+        let _rng = crate::TEST_RNG.lock().unwrap_or_else(|e| e.into_inner());
+        let (teacher, fake) = (Gaussian { variance: 1.0, dim: 3 }, Gaussian { variance: 2.0, dim: 3 });
+        let divergences: Vec<(&str, Box<dyn Divergence>)> = vec![
+            ("ikl", Box::new(crate::ikl::Ikl::new(Default::default()).unwrap())),
+            ("sid", Box::new(crate::sid::Sid::new(Default::default()).unwrap())),
+            ("dmd", Box::new(crate::dmd::Dmd::new(Default::default()).unwrap())),
+            ("sim", Box::new(crate::sim::Sim::new(Default::default()).unwrap())),
+        ];
+        let run = |divergence: &dyn Divergence, teacher: &dyn ScoreModel, fake: &dyn ScoreModel| {
+            let x =
+                (Tensor::arange(48, (Kind::Double, Device::Cpu)).reshape([16, 3]) / 12.0 - 2.0).set_requires_grad(true);
+            tch::manual_seed(3);
+            let loss = divergence.generator_loss(&x, None, teacher, fake).unwrap();
+            loss.backward();
+            // What the iteration would draw next, after the loss.
+            let next = Tensor::randn([4], (Kind::Double, Device::Cpu));
+            (loss.detach(), x.grad(), next)
+        };
+        for (name, divergence) in &divergences {
+            let plain = run(divergence.as_ref(), &teacher, &fake);
+            assert!(!teacher.draws_random_numbers());
+            let reseeding = run(divergence.as_ref(), &SaysItDraws(teacher), &SaysItDraws(fake));
+            assert!(plain.0.equal(&reseeding.0), "{name}: the loss changed");
+            assert!(plain.1.equal(&reseeding.1), "{name}: the gradient changed");
+            // The stream after the loss differs, so nothing may draw from it
+            // within an iteration: this documents it.
+            assert!(!plain.2.equal(&reseeding.2), "{name}: the reseed no longer shows");
+        }
+    }
 
     #[test]
     fn the_grid_spans_dmd2s_range() {

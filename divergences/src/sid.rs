@@ -79,6 +79,11 @@ impl Sid {
 }
 
 impl Divergence for Sid {
+    /// Device work only; the shared dropout masks reseed only for denoisers that draw.
+    fn capturable(&self) -> bool {
+        true
+    }
+
     fn generator_loss(
         &self,
         x_g: &Tensor,

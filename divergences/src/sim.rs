@@ -89,6 +89,11 @@ impl Sim {
 }
 
 impl Divergence for Sim {
+    /// Device work only; the shared dropout masks reseed only for denoisers that draw.
+    fn capturable(&self) -> bool {
+        true
+    }
+
     fn generator_loss(
         &self,
         x_g: &Tensor,

@@ -158,6 +158,9 @@ fn run_for<A: Benched>(args: &Args) -> Result<ExitCode> {
         config.algorithm.iteration_summary()
     );
     println!("  {:.1} images/s, {:.1} s per kimg", report.images_per_s, report.sec_per_kimg);
+    if report.cuda_graph {
+        println!("  timed iterations replayed from a CUDA graph");
+    }
     if let Some(mib) = report.gpu_mem_mib {
         println!("  GPU memory in use {mib:.0} MiB");
     }

@@ -10,14 +10,15 @@
 //! It holds libtorch's global-context flags and the multi-tensor updates
 //! ([`multi_tensor`]: fused Adam, foreach lerp) and c10d's stores, process
 //! groups and collectives ([`distributed`]), activation checkpointing
-//! ([`checkpoint`]) and the CUDA allocator's statistics ([`device_memory`]);
-//! CUDA graphs are meant to join it.
+//! ([`checkpoint`]), the CUDA allocator's statistics ([`device_memory`]) and
+//! CUDA graph capture and replay ([`cuda_graph`]).
 
 use std::ffi::{CStr, c_char, c_int};
 use std::fmt;
 
 pub mod autocast;
 pub mod checkpoint;
+pub mod cuda_graph;
 pub mod device_memory;
 pub mod distributed;
 pub mod multi_tensor;

@@ -24,6 +24,8 @@ pub struct BenchReport {
     pub batch_size: i64,
     /// Timed iterations.
     pub iterations: u64,
+    /// Whether the timed iterations were replays of a CUDA graph (`cuda_graph: true`).
+    pub cuda_graph: bool,
     /// Mean over the timed iterations.
     pub sec_per_iteration: f64,
     /// Median of the timed iterations, each clocked on its own.
@@ -63,10 +65,9 @@ pub fn median(values: &[f64]) -> f64 {
     }
 }
 
-/// Runs `warmup` untimed iterations (allocator, cuDNN autotuning), then
-/// times `iterations`, each on its own clock (the GPU synchronised after
-/// each: the iteration already waits for its loss values, so this adds
-/// little).
+/// Runs `warmup` untimed iterations (allocator, cuDNN autotuning; with a
+/// CUDA graph at least its eager warm-up and its capture), then times
+/// `iterations`, each on its own clock (the GPU synchronised after each).
 pub fn bench<A: Algorithm>(
     config: &RunConfig<A>,
     registry: &Registry,
@@ -75,11 +76,19 @@ pub fn bench<A: Algorithm>(
 ) -> Result<BenchReport> {
     let device = config.run.resolve_device()?;
     let mut runner = build_runner(config, registry)?;
+    let warmup = match runner.uses_cuda_graph() {
+        true => warmup.max(u64::from(crate::runner::GRAPH_WARMUP_ITERATIONS) + 1),
+        false => warmup,
+    };
     for i in 0..warmup {
         reseed(config.run.seed, RngStream::Iteration, i);
         runner.iteration()?;
     }
     synchronize(device);
+    if let Device::Cuda(index) = device {
+        // Replays record no per-part peaks: the overall one starts here.
+        let _ = difi_torch_ext::device_memory::reset_cuda_peak(index);
+    }
     runner.measure_part_peaks();
     let mut times = Vec::with_capacity(iterations as usize);
     let started = Instant::now();
@@ -109,6 +118,7 @@ pub fn bench<A: Algorithm>(
         threads: tch::get_num_threads(),
         batch_size: batch,
         iterations,
+        cuda_graph: runner.cuda_graph_captured(),
         sec_per_iteration: seconds,
         sec_per_iteration_median: median,
         images_per_s: batch as f64 / median,

@@ -30,7 +30,7 @@ use crate::optim::AdamConfig;
 pub const CONFIG_VERSION: u64 = 1;
 
 /// The top-level keys the runner owns; every other key is the algorithm's.
-pub const RUN_KEYS: [&str; 14] = [
+pub const RUN_KEYS: [&str; 15] = [
     "version",
     "algorithm",
     "description",
@@ -39,6 +39,7 @@ pub const RUN_KEYS: [&str; 14] = [
     "allow_tf32",
     "autocast",
     "checkpoint_activations",
+    "cuda_graph",
     "base_dir",
     "plugins",
     "dataset",
@@ -48,7 +49,7 @@ pub const RUN_KEYS: [&str; 14] = [
 ];
 
 /// Keys printed before the algorithm's section; the rest follow it.
-const HEAD_KEYS: usize = 10;
+const HEAD_KEYS: usize = 11;
 
 /// What the runner needs, whatever the algorithm.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -86,6 +87,17 @@ pub struct RunSettings {
     /// networks can (block by block); others are refused by name.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub checkpoint_activations: Vec<String>,
+    /// Capture the training iteration in a CUDA graph after a few eager
+    /// ones and replay it (one launch per iteration instead of thousands):
+    /// for small networks, whose iterations are bound by launch overhead.
+    /// Needs `fused: true` in every `optim` entry and is refused with
+    /// `checkpoint_activations` or data-parallel training; runs that cannot
+    /// capture otherwise (not on CUDA, an algorithm or setting that reads
+    /// the host each iteration) say why and run eagerly. The trajectory is
+    /// the eager one (but for a float32 warm-up learning rate, see
+    /// docs/performance.md).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cuda_graph: bool,
     /// Directory that relative paths are relative to (default: the config's own directory).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base_dir: Option<PathBuf>,
@@ -380,6 +392,19 @@ impl<A: Algorithm> RunConfig<A> {
         }
         for (name, adam) in &self.run.optim {
             adam.validate().map_err(|e| e.under(&format!("optim.{name}")))?;
+            if self.run.cuda_graph && !adam.fused {
+                return Err(Error::config(
+                    format!("optim.{name}.fused"),
+                    "cuda_graph needs the fused Adam step (fused: true) for every trained part",
+                ));
+            }
+        }
+        if self.run.cuda_graph && !self.run.checkpoint_activations.is_empty() {
+            return Err(Error::config(
+                "cuda_graph",
+                "cannot be combined with checkpoint_activations (the recomputation saves and restores \
+                 random states on the host)",
+            ));
         }
         let metrics = &self.run.metrics;
         if !metrics.list.is_empty() && metrics.reference.is_none() && self.run.dataset.is_none() {

@@ -108,6 +108,20 @@ pub struct Adam {
     /// [`NonFinite::Skip`]); the host learns how many applied when it settles.
     undecided: u64,
     skipped: u64,
+    /// Every update queued on the device with nothing read back or chosen
+    /// per update on the host, as a CUDA graph replays it (see
+    /// [`set_graph_safe`](Self::set_graph_safe)).
+    graph_safe: bool,
+}
+
+/// What the host counts of an optimiser's updates: what a replayed CUDA
+/// graph of an iteration adds to them without running the host code.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UpdateCounts {
+    /// Updates known to be applied.
+    pub steps: u64,
+    /// Updates whose skip the device decides.
+    pub undecided: u64,
 }
 
 impl Adam {
@@ -132,7 +146,55 @@ impl Adam {
             })
             .transpose()?;
         let param_tensors = params.iter().map(|(_, t)| t.shallow_clone()).collect();
-        Ok(Adam { config, params, param_tensors, exp_avg, exp_avg_sq, fused_steps, steps: 0, undecided: 0, skipped: 0 })
+        Ok(Adam {
+            config,
+            params,
+            param_tensors,
+            exp_avg,
+            exp_avg_sq,
+            fused_steps,
+            steps: 0,
+            undecided: 0,
+            skipped: 0,
+            graph_safe: false,
+        })
+    }
+
+    /// From now on, [`step`](Self::step) queues each update on the device
+    /// with nothing the host reads or chooses per update: the skip of a
+    /// non-finite loss decided there (under [`NonFinite::Skip`]) and a
+    /// warm-up learning rate computed there from the device's step count.
+    /// What a CUDA graph of an iteration needs, and the same arithmetic as
+    /// otherwise. Fails unless the steps are fused (`fused: true`, one
+    /// device and dtype).
+    pub fn set_graph_safe(&mut self, on: bool) -> Result<()> {
+        if on && self.fused_steps.is_none() {
+            return Err(Error::config(
+                "fused",
+                "a CUDA graph needs the fused step (`fused: true`, every parameter on one device and dtype)",
+            ));
+        }
+        self.graph_safe = on;
+        Ok(())
+    }
+
+    /// The host's counts of updates, to compare before and after a capture.
+    pub fn counts(&self) -> UpdateCounts {
+        UpdateCounts { steps: self.steps, undecided: self.undecided }
+    }
+
+    /// Adds what one replay of a captured iteration did: the counts its
+    /// capture added (`after − before` of [`counts`](Self::counts)).
+    pub fn add_replayed(&mut self, added: UpdateCounts) {
+        self.steps += added.steps;
+        self.undecided += added.undecided;
+    }
+
+    /// Puts back counts taken with [`counts`](Self::counts), after a
+    /// capture whose device work never ran.
+    pub fn set_counts(&mut self, counts: UpdateCounts) {
+        self.steps = counts.steps;
+        self.undecided = counts.undecided;
     }
 
     /// Number of updates applied, as of the last [`settle`](Self::settle)
@@ -242,18 +304,31 @@ impl Adam {
     /// optimiser skips such updates. The fused step decides that on the
     /// device, so nothing is read back; the per-tensor step reads the value.
     pub fn step(&mut self, loss: &Tensor, batch: i64) -> Result<()> {
-        if self.config.nonfinite == NonFinite::Clamp {
+        let clamp = self.config.nonfinite == NonFinite::Clamp;
+        if clamp && !self.graph_safe {
             self.settle()?;
             return self.apply(self.config.learning_rate(self.steps, batch));
         }
         let grads = self.clean_gradients()?;
+        if self.graph_safe && !grads.iter().all(Tensor::defined) {
+            return Err(Error::Plugin {
+                plugin: "adam".into(),
+                message: "a CUDA graph's update needs a gradient for every trained variable; \
+                          this loss leaves some without one"
+                    .into(),
+            });
+        }
         if let Some(steps) = self.fused_steps.as_ref().filter(|_| grads.iter().all(Tensor::defined)) {
             let _guard = tch::no_grad_guard();
-            let found_inf = loss
-                .f_isfinite()
-                .and_then(|finite| finite.f_logical_not())
-                .and_then(|flag| flag.f_to_kind(Kind::Float))
-                .ctx("non-finite flag")?;
+            let found_inf = match clamp {
+                true => None,
+                false => Some(
+                    loss.f_isfinite()
+                        .and_then(|finite| finite.f_logical_not())
+                        .and_then(|flag| flag.f_to_kind(Kind::Float))
+                        .ctx("non-finite flag")?,
+                ),
+            };
             let lr = self.device_learning_rate(batch)?;
             let rate = match &lr {
                 Some(tensor) => LearningRate::Tensor(tensor),
@@ -267,12 +342,15 @@ impl Adam {
                 &self.exp_avg_sq,
                 steps,
                 rate,
-                Some(&found_inf),
+                found_inf.as_ref(),
                 betas,
                 eps,
             )
             .map_err(|e| Error::Plugin { plugin: "adam".into(), message: e.to_string() })?;
-            self.undecided += 1;
+            match clamp {
+                true => self.steps += 1,
+                false => self.undecided += 1,
+            }
             return Ok(());
         }
         self.settle()?;
@@ -286,15 +364,16 @@ impl Adam {
     }
 
     /// The scheduled learning rate as a tensor on the device, computed from
-    /// the device's step count, when the host cannot know it: some updates
-    /// were decided on the device and the warm-up may not be over. `None`
-    /// when the host's number is exact. The arithmetic is the host's
+    /// the device's step count, when the host cannot know it (some updates
+    /// were decided on the device) or must not choose it (graph-safe) and
+    /// the warm-up may not be over. `None` when the host's number is exact
+    /// and may be used. The arithmetic is the host's
     /// ([`AdamConfig::learning_rate`]) in float64, rounded to float32 only
     /// where the CUDA kernel needs it.
     fn device_learning_rate(&self, batch: i64) -> Result<Option<Tensor>> {
         let warmup = self.config.warmup_kimg;
         let ramp_over = warmup <= 0.0 || (self.steps * batch as u64) as f64 / 1000.0 >= warmup;
-        if self.undecided == 0 || ramp_over {
+        if (self.undecided == 0 && !self.graph_safe) || ramp_over {
             return Ok(None);
         }
         let Some(steps) = self.fused_steps.as_ref().and_then(|s| s.first()) else { return Ok(None) };
@@ -593,6 +672,60 @@ mod tests {
         for (a, b) in on_device.state_tensors().iter().zip(on_host.state_tensors()) {
             assert!(a.1.equal(&b.1), "{}", a.0);
         }
+    }
+
+    #[test]
+    fn graph_safe_updates_equal_the_ordinary_ones_and_count_the_same() {
+        for nonfinite in [NonFinite::Skip, NonFinite::Clamp] {
+            let make = || {
+                let vs = VarStore::new(Device::Cpu);
+                let _ = vs.root().var_copy("w", &Tensor::from_slice(&[0.5f32, -1.0, 2.0]));
+                vs
+            };
+            let (safe_vs, plain_vs) = (make(), make());
+            let config = AdamConfig {
+                lr: 0.1,
+                betas: (0.9, 0.99),
+                warmup_kimg: 0.5,
+                fused: true,
+                nonfinite,
+                ..Default::default()
+            };
+            let mut safe = Adam::new(&variables(&safe_vs), config.clone()).unwrap();
+            safe.set_graph_safe(true).unwrap();
+            let mut plain = Adam::new(&variables(&plain_vs), config).unwrap();
+            let factors = [1.0, f64::NAN, 2.0, -1.0, 0.5, 3.0, 1.5];
+            for (i, factor) in factors.iter().enumerate() {
+                let x = Tensor::from_slice(&[1.0f32 + i as f32, 2.0, -0.5]);
+                let loss = |vs: &VarStore| (&vs.variables()["w"] * &x).square().sum(Kind::Float) * *factor;
+                let before = safe.counts();
+                safe.update(&loss(&safe_vs), 100).unwrap();
+                let after = safe.counts();
+                // Every update adds the same, whatever the loss: what a replay adds.
+                let expected = match nonfinite {
+                    NonFinite::Skip => UpdateCounts { steps: 0, undecided: 1 },
+                    NonFinite::Clamp => UpdateCounts { steps: 1, undecided: 0 },
+                };
+                assert_eq!(
+                    (after.steps - before.steps, after.undecided - before.undecided),
+                    (expected.steps, expected.undecided)
+                );
+                plain.update(&loss(&plain_vs), 100).unwrap();
+                let (a, b) = (&safe_vs.variables()["w"], &plain_vs.variables()["w"]);
+                assert!(a.equal(b), "{nonfinite:?} update {i}: {a:?} vs {b:?}");
+            }
+            safe.settle().unwrap();
+            plain.settle().unwrap();
+            assert_eq!((safe.steps(), safe.skipped()), (plain.steps(), plain.skipped()), "{nonfinite:?}");
+        }
+        let vs = VarStore::new(Device::Cpu);
+        let _ = vs.root().var_copy("w", &Tensor::from_slice(&[0.5f32]));
+        let mut per_tensor = Adam::new(&variables(&vs), AdamConfig::default()).unwrap();
+        let error = per_tensor.set_graph_safe(true).unwrap_err().to_string();
+        assert!(error.contains("fused"), "{error}");
+        let mut counted = Adam::new(&variables(&vs), AdamConfig { fused: true, ..Default::default() }).unwrap();
+        counted.add_replayed(UpdateCounts { steps: 2, undecided: 3 });
+        assert_eq!(counted.counts(), UpdateCounts { steps: 2, undecided: 3 });
     }
 
     #[test]

@@ -14,13 +14,14 @@ use difi_core::rng::{RngStream, reseed};
 use difi_core::shard::ShardGuard;
 use difi_formats::image::write_png;
 use difi_torch_ext::autocast::AutocastGuard;
+use difi_torch_ext::cuda_graph::CudaGraph;
 use tch::{Device, Kind};
 
 use crate::config::{RunSettings, Schedule};
 use crate::distributed::Distributed;
 use crate::ema::{Ema, ema_beta};
 use crate::generate::sample_grid;
-use crate::optim::Adam;
+use crate::optim::{Adam, UpdateCounts};
 use crate::run_dir::RunDir;
 use crate::snapshot::{self, PartVariables, TrainState};
 use crate::snapshot_metrics::SnapshotMetrics;
@@ -62,7 +63,26 @@ pub struct Runner {
     /// How many times losses were read back from the device (a measure of
     /// host synchronisation, for tests).
     loss_reads: u64,
+    /// The iteration as a CUDA graph, when `cuda_graph` is on and the run
+    /// can capture one.
+    graph: Option<IterationGraph>,
 }
+
+/// A step's iteration captured in a CUDA graph: a few eager iterations on
+/// the graph's side stream (cuDNN's autotuner, cuBLAS's workspaces and the
+/// gradients' buffers settle there), one captured, then replays.
+struct IterationGraph {
+    graph: CudaGraph,
+    /// Eager iterations still to run before the capture.
+    warmup_left: u32,
+    /// The captured iteration's losses, rewritten by every replay.
+    losses: Losses,
+    /// What the capture added to each optimiser's counts, by part.
+    counts: Vec<(String, UpdateCounts)>,
+}
+
+/// Eager iterations before a capture (PyTorch's examples use 3).
+pub const GRAPH_WARMUP_ITERATIONS: u32 = 3;
 
 impl Runner {
     /// Takes the step's parts: freezes frozen and EMA parts, initialises each
@@ -113,7 +133,51 @@ impl Runner {
             defer_loss_reads: device.is_cuda(),
             unread_losses: Vec::new(),
             loss_reads: 0,
+            graph: None,
         })
+        .and_then(|runner| runner.with_cuda_graph(settings.cuda_graph))
+    }
+
+    /// Prepares the CUDA graph of the iteration when `wanted` and the run
+    /// can have one; says why not otherwise (the run is then eager).
+    fn with_cuda_graph(mut self, wanted: bool) -> Result<Self> {
+        if !wanted {
+            return Ok(self);
+        }
+        let Device::Cuda(index) = self.device else {
+            tracing::warn!("cuda_graph: the run is not on CUDA; iterations run eagerly");
+            return Ok(self);
+        };
+        if !difi_torch_ext::cuda_graph::compiled() {
+            tracing::warn!("cuda_graph: this build has no CUDA graphs; iterations run eagerly");
+            return Ok(self);
+        }
+        if let Err(reason) = self.step.capturable() {
+            tracing::warn!("cuda_graph: {reason}; iterations run eagerly");
+            return Ok(self);
+        }
+        for (name, optimizer) in self.optimizers.iter_mut() {
+            optimizer.set_graph_safe(true).map_err(|e| e.under(&format!("optim.{name}")))?;
+        }
+        let graph = CudaGraph::new(index).map_err(|e| step_error(format!("cuda_graph: {e}")))?;
+        self.graph = Some(IterationGraph {
+            graph,
+            warmup_left: GRAPH_WARMUP_ITERATIONS,
+            losses: Losses::default(),
+            counts: Vec::new(),
+        });
+        Ok(self)
+    }
+
+    /// Whether iterations are replayed from a CUDA graph (or will be, after
+    /// their warm-up).
+    pub fn uses_cuda_graph(&self) -> bool {
+        self.graph.is_some()
+    }
+
+    /// Whether the iteration is captured and iterations are replays.
+    pub fn cuda_graph_captured(&self) -> bool {
+        self.graph.as_ref().is_some_and(|g| g.graph.is_captured())
     }
 
     /// Whether loss values stay on the device until a tick, a snapshot or a
@@ -137,6 +201,13 @@ impl Runner {
     /// ranks; only rank 0 writes the run directory. Call
     /// [`sync_from_rank0`](Self::sync_from_rank0) before training.
     pub fn set_distributed(&mut self, group: Rc<Distributed>) -> Result<()> {
+        if self.graph.is_some() {
+            return Err(Error::config(
+                "cuda_graph",
+                "data-parallel runs cannot capture their iteration yet (the gradients' all-reduce reads the \
+                 loss on the host); set cuda_graph: false",
+            ));
+        }
         let world = group.launch().world_size as i64;
         if self.schedule.batch_size % world != 0 {
             return Err(Error::config(
@@ -250,8 +321,82 @@ impl Runner {
     }
 
     /// One iteration of the step, then the EMAs. Draws from libtorch's
-    /// generator as it stands (the loop reseeds it before each call).
+    /// generator as it stands (the loop reseeds it before each call, with
+    /// [`difi_core::rng::reseed`]). With a CUDA graph, the step's part is
+    /// replayed from it once captured.
     pub fn iteration(&mut self) -> Result<Losses> {
+        let batch = self.schedule.batch_size;
+        let losses = match self.graph.take() {
+            Some(graph) => self.graph_iteration(graph)?,
+            None => self.step_iteration()?,
+        };
+        let beta = ema_beta(self.schedule.ema_halflife_kimg, self.schedule.ema_rampup_ratio, self.state.nimg, batch);
+        for ema in &self.emas {
+            ema.update(beta)?;
+        }
+        self.state.iteration += 1;
+        self.state.nimg += batch as u64;
+        Ok(losses)
+    }
+
+    /// The step's iteration through `graph`: eagerly on its side stream
+    /// while warming up, then captured, then replayed. A failed capture is
+    /// an error: the step declared itself capturable
+    /// ([`Step::capturable`]), so the failure is a bug to report, and the
+    /// iteration's host side has run without its device side.
+    fn graph_iteration(&mut self, mut graph: IterationGraph) -> Result<Losses> {
+        if graph.graph.is_captured() {
+            let losses = replay(&graph)?;
+            for (name, added) in &graph.counts {
+                if let Some(optimizer) = self.optimizers.get_mut(name) {
+                    optimizer.add_replayed(*added);
+                }
+            }
+            self.graph = Some(graph);
+            return Ok(losses);
+        }
+        if graph.warmup_left > 0 {
+            graph.warmup_left -= 1;
+            let losses = graph.graph.run_on_side_stream(|| self.step_iteration());
+            self.graph = Some(graph);
+            return losses.map_err(|e| step_error(format!("cuda_graph warm-up: {e}")))?;
+        }
+        let before: Vec<(String, UpdateCounts)> =
+            self.optimizers.iter().map(|(name, optimizer)| (name.clone(), optimizer.counts())).collect();
+        let why_not = match graph.graph.capture(|| self.step_iteration()) {
+            Ok(Ok(losses)) => {
+                graph.losses = losses;
+                graph.counts = before
+                    .iter()
+                    .filter_map(|(name, then)| {
+                        let now = self.optimizers.get(name)?.counts();
+                        Some((
+                            name.clone(),
+                            UpdateCounts { steps: now.steps - then.steps, undecided: now.undecided - then.undecided },
+                        ))
+                    })
+                    .collect();
+                tracing::info!(iteration = self.state.iteration, "captured the iteration in a CUDA graph");
+                // The capture ran nothing on the device: this replay is the iteration.
+                let losses = replay(&graph)?;
+                self.graph = Some(graph);
+                return Ok(losses);
+            }
+            Ok(Err(e)) => e.to_string(),
+            Err(e) => e.to_string(),
+        };
+        Err(Error::config(
+            "cuda_graph",
+            format!(
+                "capturing iteration {} failed ({why_not}); the snapshots so far are intact; \
+                 set cuda_graph: false to train eagerly, and please report this",
+                self.state.iteration
+            ),
+        ))
+    }
+
+    /// The step's own iteration, in its step context.
+    fn step_iteration(&mut self) -> Result<Losses> {
         let batch = self.schedule.batch_size;
         let group = self.group.clone();
         let (mut ctx, guards) = Self::context(
@@ -267,12 +412,6 @@ impl Runner {
         }
         let losses = self.step.iteration(&mut ctx)?;
         drop(guards);
-        let beta = ema_beta(self.schedule.ema_halflife_kimg, self.schedule.ema_rampup_ratio, self.state.nimg, batch);
-        for ema in &self.emas {
-            ema.update(beta)?;
-        }
-        self.state.iteration += 1;
-        self.state.nimg += batch as u64;
         Ok(losses)
     }
 
@@ -499,6 +638,19 @@ impl Runner {
         self.state = snapshot::load(dir, &self.parts, &mut self.optimizers)?;
         Ok(())
     }
+}
+
+/// Replays `graph` and copies out its losses, which the next replay rewrites.
+fn replay(graph: &IterationGraph) -> Result<Losses> {
+    graph.graph.replay().map_err(|e| step_error(format!("cuda_graph: {e}")))?;
+    let losses = graph
+        .losses
+        .0
+        .iter()
+        .map(|(name, loss)| loss.f_detach_copy().map(|copy| (*name, copy)))
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| step_error(format!("cuda_graph: copy losses: {e}")))?;
+    Ok(Losses(losses))
 }
 
 /// What is in effect while a step runs: this rank's shard of the batch and

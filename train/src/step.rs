@@ -114,6 +114,19 @@ pub trait Step {
     fn evaluated_generator(&self) -> Option<&dyn Generator> {
         None
     }
+
+    /// Whether [`iteration`](Self::iteration) can be captured in a CUDA
+    /// graph as configured (`cuda_graph: true`), or why not. Capturable
+    /// means: every call queues the same device work on tensors of the same
+    /// shapes and addresses, reads nothing back, copies nothing from the
+    /// host, and draws only from libtorch's CUDA generator without
+    /// reseeding it; the host-side effects of a call are only the
+    /// optimisers' update counts. A capture that breaks this fails (the run
+    /// then goes on eagerly), but a host-chosen value would be replayed
+    /// silently, hence the step's own word. The default: not checked.
+    fn capturable(&mut self) -> std::result::Result<(), String> {
+        Err("this algorithm's iteration has not been checked for CUDA graph capture".into())
+    }
 }
 
 /// What a step may use during an iteration.

@@ -439,4 +439,33 @@ impl Step for DiffInstructStep {
     fn evaluated_generator(&self) -> Option<&dyn Generator> {
         Some(self.generator_ema.as_ref())
     }
+
+    fn capturable(&mut self) -> std::result::Result<(), String> {
+        if matches!(self.labels, Labels::Dataset(_)) {
+            return Err("labels drawn from the dataset are looked up on the host each iteration; \
+                        set labels: \"uniform\" to capture"
+                .into());
+        }
+        if self.fake_augment.is_some() {
+            return Err("fake_augment has not been checked for capture".into());
+        }
+        if !self.divergence.capturable() {
+            return Err("the divergence has not declared itself capturable (runtime plugins cannot yet)".into());
+        }
+        // The generator loss reseeds to share dropout masks between the two
+        // denoisers, which a graph cannot replay; networks that draw nothing
+        // need no reseed.
+        let train = self.generator_loss_mode == NetworkMode::Train;
+        self.teacher.set_train(train);
+        self.fake_score.set_train(train);
+        let reseeds = self.teacher.draws_random_numbers() || self.fake_score.draws_random_numbers();
+        self.teacher.set_train(false);
+        if reseeds {
+            return Err("the generator loss gives the teacher and the fake score the same dropout masks by \
+                        reseeding, which a graph cannot replay; set generator_loss_mode: \"eval\" or use \
+                        networks without dropout to capture"
+                .into());
+        }
+        Ok(())
+    }
 }

@@ -210,6 +210,12 @@ impl ScoreModel for EdmNetwork {
         self.train = train;
     }
 
+    /// Dropout and label dropout act in train mode only.
+    fn draws_random_numbers(&self) -> bool {
+        let label_dropout = self.config.label_dim > 0 && self.config.label_dropout > 0.0;
+        self.train && (self.config.dropout > 0.0 || label_dropout)
+    }
+
     fn set_activation_checkpointing(&mut self, on: bool) -> bool {
         match &mut self.backbone {
             Backbone::Song(net) => net.set_checkpoint_blocks(on),

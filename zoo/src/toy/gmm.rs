@@ -176,6 +176,11 @@ impl ScoreModel for Gmm {
         vec![self.dim]
     }
 
+    /// Exact, with nothing random in it.
+    fn draws_random_numbers(&self) -> bool {
+        false
+    }
+
     fn var_store(&self) -> Option<&tch::nn::VarStore> {
         None
     }

@@ -132,6 +132,11 @@ impl ScoreModel for MlpDenoiser {
         self.train = train;
     }
 
+    /// No dropout, in either mode.
+    fn draws_random_numbers(&self) -> bool {
+        false
+    }
+
     fn var_store(&self) -> Option<&VarStore> {
         Some(&self.vs)
     }
