@@ -165,7 +165,8 @@ impl Adam {
     /// non-finite loss decided there (under [`NonFinite::Skip`]) and a
     /// warm-up learning rate computed there from the device's step count.
     /// What a CUDA graph of an iteration needs, and the same arithmetic as
-    /// otherwise. Fails unless the steps are fused (`fused: true`, one
+    /// otherwise (but for the warm-up rate on CUDA, which the kernel takes
+    /// as float32). Fails unless the steps are fused (`fused: true`, one
     /// device and dtype).
     pub fn set_graph_safe(&mut self, on: bool) -> Result<()> {
         if on && self.fused_steps.is_none() {
@@ -188,13 +189,6 @@ impl Adam {
     pub fn add_replayed(&mut self, added: UpdateCounts) {
         self.steps += added.steps;
         self.undecided += added.undecided;
-    }
-
-    /// Puts back counts taken with [`counts`](Self::counts), after a
-    /// capture whose device work never ran.
-    pub fn set_counts(&mut self, counts: UpdateCounts) {
-        self.steps = counts.steps;
-        self.undecided = counts.undecided;
     }
 
     /// Number of updates applied, as of the last [`settle`](Self::settle)
