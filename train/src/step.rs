@@ -121,9 +121,10 @@ pub trait Step {
     /// shapes and addresses, reads nothing back, copies nothing from the
     /// host, and draws only from libtorch's CUDA generator without
     /// reseeding it; the host-side effects of a call are only the
-    /// optimisers' update counts. A capture that breaks this fails (the run
-    /// then goes on eagerly), but a host-chosen value would be replayed
-    /// silently, hence the step's own word. The default: not checked.
+    /// optimisers' update counts. A capture that breaks this by a host read
+    /// fails (an error that names `cuda_graph`), but a host-chosen value
+    /// would be replayed silently, hence the step's own word. The default:
+    /// not checked, so the run is eager.
     fn capturable(&mut self) -> std::result::Result<(), String> {
         Err("this algorithm's iteration has not been checked for CUDA graph capture".into())
     }
