@@ -173,32 +173,21 @@ void difi_ext_cuda_graph_free(difi_ext::CudaGraph* graph) noexcept {
   }
 }
 
-// Runs `body` eagerly on the graph's side stream. `*body_status` receives
-// the body's status (non-zero: it failed; its error is the caller's).
-int difi_ext_cuda_graph_run_on_side_stream(difi_ext::CudaGraph* graph, GraphBody body, void* closure, int* body_status,
-                                           char* error, std::size_t error_len) noexcept {
+// Runs `body` on the graph's side stream: eagerly (`capture` false), or
+// captured into the graph, replacing what it held (`capture` true; the
+// work the body queues is recorded, never run). `*body_status` receives the
+// body's status (non-zero: it failed; its error is the caller's). When the
+// body fails or the capture does, the graph is left empty.
+int difi_ext_cuda_graph_run(difi_ext::CudaGraph* graph, bool capture, GraphBody body, void* closure,
+                            int* body_status, char* error, std::size_t error_len) noexcept {
   return difi_ext::guarded(
       [&] {
         TORCH_CHECK(graph != nullptr && body != nullptr && body_status != nullptr, "null argument");
 #ifdef DIFI_EXT_CUDA
-        *body_status = on_side_stream(*graph, body, closure, [](auto run) { return run(); });
-#else
-        (void)closure;
-        TORCH_CHECK(false, kNoCuda);
-#endif
-      },
-      error, error_len);
-}
-
-// Captures `body` into the graph (replacing what it held). When the body
-// fails (`*body_status` non-zero) or the capture does, the graph is left
-// empty; the work the body queued was recorded, never run.
-int difi_ext_cuda_graph_capture(difi_ext::CudaGraph* graph, GraphBody body, void* closure, int* body_status, char* error,
-                                std::size_t error_len) noexcept {
-  return difi_ext::guarded(
-      [&] {
-        TORCH_CHECK(graph != nullptr && body != nullptr && body_status != nullptr, "null argument");
-#ifdef DIFI_EXT_CUDA
+        if (!capture) {
+          *body_status = on_side_stream(*graph, body, closure, [](auto run) { return run(); });
+          return;
+        }
         graph->graph.reset();
         auto captured = std::make_unique<difi_ext::Graph>();
         const c10::DeviceIndex device = graph->device;
@@ -228,6 +217,7 @@ int difi_ext_cuda_graph_capture(difi_ext::CudaGraph* graph, GraphBody body, void
           graph->graph = std::move(captured);
         }
 #else
+        (void)capture;
         (void)closure;
         TORCH_CHECK(false, kNoCuda);
 #endif

@@ -29,16 +29,9 @@ unsafe extern "C" {
     fn difi_ext_cuda_graphs_compiled() -> bool;
     fn difi_ext_cuda_graph_new(device: c_int, out: *mut *mut RawGraph, error: *mut c_char, error_len: usize) -> c_int;
     fn difi_ext_cuda_graph_free(graph: *mut RawGraph);
-    fn difi_ext_cuda_graph_run_on_side_stream(
+    fn difi_ext_cuda_graph_run(
         graph: *mut RawGraph,
-        body: Body,
-        closure: *mut c_void,
-        body_status: *mut c_int,
-        error: *mut c_char,
-        error_len: usize,
-    ) -> c_int;
-    fn difi_ext_cuda_graph_capture(
-        graph: *mut RawGraph,
+        capture: bool,
         body: Body,
         closure: *mut c_void,
         body_status: *mut c_int,
@@ -82,10 +75,7 @@ impl CudaGraph {
     /// PyTorch asks for before capturing the same work. The outer error is
     /// libtorch's; the inner result is the body's.
     pub fn run_on_side_stream<T, E>(&mut self, body: impl FnOnce() -> Result<T, E>) -> Result<Result<T, E>, Error> {
-        // SAFETY: the graph is live; `call_body` gets the slot made here.
-        self.call(body, "cuda_graph_run_on_side_stream", |raw, body, closure, status, error, len| unsafe {
-            difi_ext_cuda_graph_run_on_side_stream(raw, body, closure, status, error, len)
-        })
+        self.call(body, false, "cuda_graph_run_on_side_stream")
     }
 
     /// Captures `body` into the graph, replacing any earlier capture. The
@@ -95,10 +85,7 @@ impl CudaGraph {
     /// empty.
     pub fn capture<T, E>(&mut self, body: impl FnOnce() -> Result<T, E>) -> Result<Result<T, E>, Error> {
         self.captured = false;
-        // SAFETY: as in `run_on_side_stream`.
-        let result = self.call(body, "cuda_graph_capture", |raw, body, closure, status, error, len| unsafe {
-            difi_ext_cuda_graph_capture(raw, body, closure, status, error, len)
-        })?;
+        let result = self.call(body, true, "cuda_graph_capture")?;
         self.captured = result.is_ok();
         Ok(result)
     }
@@ -112,19 +99,22 @@ impl CudaGraph {
         checked("cuda_graph_replay", |error, len| unsafe { difi_ext_cuda_graph_replay(self.raw.as_ptr(), error, len) })
     }
 
-    /// Hands `body` to the shim through `enter`, which calls it back at most
-    /// once; a panic in it resumes here, once the shim has cleaned up.
+    /// Hands `body` to the shim, which runs it (eagerly or `capture`d) on
+    /// the side stream at most once; a panic in it resumes here, once the
+    /// shim has cleaned up.
     fn call<F: FnOnce() -> Result<T, E>, T, E>(
         &mut self,
         body: F,
+        capture: bool,
         operation: &'static str,
-        enter: impl FnOnce(*mut RawGraph, Body, *mut c_void, *mut c_int, *mut c_char, usize) -> c_int,
     ) -> Result<Result<T, E>, Error> {
         let mut slot = Slot { body: Some(body), result: None, panic: None };
         let mut status: c_int = 0;
         let closure = (&mut slot as *mut Slot<F, T, E>).cast::<c_void>();
-        let outcome = checked(operation, |error, len| {
-            enter(self.raw.as_ptr(), call_body::<F, T, E>, closure, &mut status, error, len)
+        // SAFETY: the graph is live; `call_body` gets the slot made here,
+        // which outlives the call; `status` and the buffer are live locals.
+        let outcome = checked(operation, |error, len| unsafe {
+            difi_ext_cuda_graph_run(self.raw.as_ptr(), capture, call_body::<F, T, E>, closure, &mut status, error, len)
         });
         if let Some(payload) = slot.panic.take() {
             resume_unwind(payload);

@@ -124,6 +124,13 @@ pub struct UpdateCounts {
     pub undecided: u64,
 }
 
+impl UpdateCounts {
+    /// What was counted between `before` and these counts.
+    pub fn since(self, before: UpdateCounts) -> UpdateCounts {
+        UpdateCounts { steps: self.steps - before.steps, undecided: self.undecided - before.undecided }
+    }
+}
+
 impl Adam {
     /// An optimiser over the trainable ones (`requires_grad`) of named
     /// `variables` (shallow clones of a network's, so updates reach it).
@@ -700,10 +707,7 @@ mod tests {
                     NonFinite::Skip => UpdateCounts { steps: 0, undecided: 1 },
                     NonFinite::Clamp => UpdateCounts { steps: 1, undecided: 0 },
                 };
-                assert_eq!(
-                    (after.steps - before.steps, after.undecided - before.undecided),
-                    (expected.steps, expected.undecided)
-                );
+                assert_eq!(after.since(before), expected);
                 plain.update(&loss(&plain_vs), 100).unwrap();
                 let (a, b) = (&safe_vs.variables()["w"], &plain_vs.variables()["w"]);
                 assert!(a.equal(b), "{nonfinite:?} update {i}: {a:?} vs {b:?}");

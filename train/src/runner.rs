@@ -368,13 +368,7 @@ impl Runner {
                 graph.losses = losses;
                 graph.counts = before
                     .iter()
-                    .filter_map(|(name, then)| {
-                        let now = self.optimizers.get(name)?.counts();
-                        Some((
-                            name.clone(),
-                            UpdateCounts { steps: now.steps - then.steps, undecided: now.undecided - then.undecided },
-                        ))
-                    })
+                    .filter_map(|(name, then)| Some((name.clone(), self.optimizers.get(name)?.counts().since(*then))))
                     .collect();
                 tracing::info!(iteration = self.state.iteration, "captured the iteration in a CUDA graph");
                 // The capture ran nothing on the device: this replay is the iteration.
